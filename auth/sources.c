@@ -1,0 +1,501 @@
+/*
+ * sources.c - where tokens come from: one small vtable per identity source.
+ *
+ * Today: IMDS (VMs, scale sets, AKS node pools) and App Service (also
+ * Functions and Container Apps: IDENTITY_ENDPOINT + IDENTITY_HEADER).
+ * `auto` picks App Service when both variables are set, else IMDS; the full
+ * DefaultAzureCredential order comes later. Every other source fails with
+ * "identity source X is not supported yet" until it is written.
+ *
+ * A source turns (identity, scope) into one HTTP request and the answer into
+ * a token with its expiry, or into a one-line reason naming the source and
+ * endpoint. Reasons never carry a token or a secret: from error answers we
+ * quote only the error/error_description/message fields.
+ *
+ * Not here: caching and retry timing (tokens.c), the HTTP machinery
+ * (curl_uv.c), JWT decoding (jwt.c: the answer's own expiry fields are
+ * enough, and every Azure token endpoint sends one).
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+#include <openssl/crypto.h>
+
+#include "auth/internal.h"
+
+#define IMDS_PATH	"/metadata/identity/oauth2/token"
+#define IMDS_API	"api-version=2018-02-01"
+#define APP_SERVICE_API "api-version=2019-08-01"
+#define DESC_MAX	160 /* quoted error text from an answer */
+
+/* ---- a growing string for URLs ---- */
+
+typedef struct sbuf {
+	char *s;
+	size_t len, cap;
+	bool oom;
+} sbuf_t;
+
+static void sb_addn(sbuf_t *b, const char *s, size_t n)
+{
+	if (b->oom)
+		return;
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap * 2 : 256;
+		char *p;
+
+		while (cap < b->len + n + 1)
+			cap *= 2;
+		p = realloc(b->s, cap);
+		if (!p) {
+			b->oom = true;
+			return;
+		}
+		b->s = p;
+		b->cap = cap;
+	}
+	memcpy(b->s + b->len, s, n);
+	b->len += n;
+	b->s[b->len] = '\0';
+}
+
+static void sb_add(sbuf_t *b, const char *s)
+{
+	sb_addn(b, s, strlen(s));
+}
+
+/* Appends "&name=<value, URL-encoded>"; nothing when value is NULL. */
+static void sb_param(sbuf_t *b, const char *name, const char *value)
+{
+	char *esc;
+
+	if (!value)
+		return;
+	esc = curl_easy_escape(NULL, value, (int)strlen(value));
+	if (!esc) {
+		b->oom = true;
+		return;
+	}
+	sb_add(b, "&");
+	sb_add(b, name);
+	sb_add(b, "=");
+	sb_add(b, esc);
+	curl_free(esc);
+}
+
+/* The v1 endpoints want a resource, not a scope: drop "/.default". */
+static void sb_resource(sbuf_t *b, const char *scope)
+{
+	static const char suffix[] = "/.default";
+	size_t n = strlen(scope), k = sizeof(suffix) - 1;
+	char *res;
+
+	if (n > k && strcmp(scope + n - k, suffix) == 0)
+		n -= k;
+	res = strndup(scope, n);
+	if (!res) {
+		b->oom = true;
+		return;
+	}
+	sb_param(b, "resource", res);
+	free(res);
+}
+
+/* ---- reasons ---- */
+
+/* Copies text as one printable line of at most cap - 1 bytes, marking a cut
+ * with "...". */
+static void one_line(char *out, size_t cap, const char *text)
+{
+	size_t i, n = strlen(text);
+
+	for (i = 0; i < n && i + 1 < cap; i++) {
+		unsigned char c = (unsigned char)text[i];
+
+		out[i] = (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
+	}
+	out[i] = '\0';
+	if (i < n && cap > 4)
+		memcpy(out + cap - 4, "...", 4);
+}
+
+/* "imds http://169.254.169.254": the endpoint without a query string. */
+static void set_where(auth_fetch_t *f, const char *source, const char *url)
+{
+	size_t n = strcspn(url, "?#");
+
+	if (n > 200)
+		n = 200;
+	snprintf(f->where, sizeof(f->where), "%s %.*s", source, (int)n, url);
+}
+
+static int fail(auth_fetch_result_t *res, bool retryable, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(auth_fetch_result_t *res, bool retryable, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(res->reason, sizeof(res->reason), fmt, ap);
+	va_end(ap);
+	res->err = TP_ETOKEN;
+	res->retryable = retryable;
+	return TP_ETOKEN;
+}
+
+/* The error text of a JSON error answer: error_description (IMDS, Entra),
+ * message (App Service) or error, whichever comes first. "" if none. */
+static void error_text(const char *body, size_t len, char *out, size_t cap)
+{
+	static const char *const keys[] = {"error_description", "message",
+					   "Message", "error"};
+	cJSON *root = cJSON_ParseWithLength(body, len);
+
+	out[0] = '\0';
+	for (size_t i = 0; root && i < sizeof(keys) / sizeof(keys[0]); i++) {
+		cJSON *v = cJSON_GetObjectItemCaseSensitive(root, keys[i]);
+
+		if (cJSON_IsObject(v)) /* {"error": {"code", "message"}} */
+			v = cJSON_GetObjectItemCaseSensitive(v, "message");
+		if (cJSON_IsString(v) && v->valuestring[0]) {
+			one_line(out, cap, v->valuestring);
+			break;
+		}
+	}
+	cJSON_Delete(root);
+}
+
+/* ---- answers ---- */
+
+static bool parse_number(const char *s, double *out)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (end == s || *end != '\0' || errno != 0 || !isfinite(v))
+		return false;
+	*out = v;
+	return true;
+}
+
+/* "11/21/2026 10:00:00 PM +00:00"; also 24-hour without AM/PM, and without
+ * an offset (UTC). */
+static int parse_date(const char *s, double *out)
+{
+	int mo, d, y, h, mi, sec, n = 0, oh = 0, om = 0, sign = 1;
+	const char *p;
+	struct tm tm = {0};
+	time_t t;
+
+	if (sscanf(s, "%2d/%2d/%4d %2d:%2d:%2d%n", &mo, &d, &y, &h, &mi, &sec,
+		   &n) != 6)
+		return TP_EINVAL;
+	p = s + n;
+	while (*p == ' ')
+		p++;
+	if (strncasecmp(p, "AM", 2) == 0 || strncasecmp(p, "PM", 2) == 0) {
+		if (h < 1 || h > 12)
+			return TP_EINVAL;
+		h = h % 12 + (toupper((unsigned char)*p) == 'P' ? 12 : 0);
+		p += 2;
+		while (*p == ' ')
+			p++;
+	}
+	if (*p == '+' || *p == '-') {
+		sign = *p == '-' ? -1 : 1;
+		n = 0;
+		if (sscanf(p + 1, "%2d:%2d%n", &oh, &om, &n) != 2 || oh > 14 ||
+		    om > 59 || oh < 0 || om < 0)
+			return TP_EINVAL;
+		p += 1 + n;
+	} else if (*p == 'Z') {
+		p++;
+	}
+	if (*p != '\0' || mo < 1 || mo > 12 || d < 1 || d > 31 || y < 1970 ||
+	    h < 0 || h > 23 || mi < 0 || mi > 59 || sec < 0 || sec > 60)
+		return TP_EINVAL;
+	tm.tm_year = y - 1900;
+	tm.tm_mon = mo - 1;
+	tm.tm_mday = d;
+	tm.tm_hour = h;
+	tm.tm_min = mi;
+	tm.tm_sec = sec;
+	t = timegm(&tm);
+	if (t == (time_t)-1 || tm.tm_mday != d) /* 2/31 normalised away */
+		return TP_EINVAL;
+	*out = (double)t - sign * (oh * 3600.0 + om * 60.0);
+	return 0;
+}
+
+int auth_parse_expires_on(const char *text, double *out)
+{
+	double v;
+
+	if (!text || !out)
+		return TP_EINVAL;
+	if (parse_number(text, &v))
+		return v > 0 ? (*out = v, 0) : TP_EINVAL;
+	return parse_date(text, out);
+}
+
+/* A JSON string or number field as seconds; false when absent or bad. */
+static bool field_seconds(cJSON *root, const char *key, bool absolute,
+			  double *out)
+{
+	cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+
+	if (cJSON_IsNumber(v) && isfinite(v->valuedouble) && v->valuedouble > 0)
+		return (*out = v->valuedouble), true;
+	if (!cJSON_IsString(v))
+		return false;
+	if (absolute)
+		return auth_parse_expires_on(v->valuestring, out) == 0;
+	return parse_number(v->valuestring, out) && *out > 0;
+}
+
+/* Tokens go into protocol fields verbatim: no spaces, no control bytes. */
+static bool token_printable(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
+			return false;
+	return true;
+}
+
+int auth_parse_token_response(const char *body, size_t len, double now,
+			      auth_fetch_result_t *res, char *why,
+			      size_t whylen)
+{
+	cJSON *root = cJSON_ParseWithLength(body, len), *tok;
+	double exp = 0, in = 0;
+	int rc = TP_ETOKEN;
+
+	tok = cJSON_GetObjectItemCaseSensitive(root, "access_token");
+	if (!cJSON_IsObject(root))
+		snprintf(why, whylen, "response is not a JSON object");
+	else if (!cJSON_IsString(tok) || !tok->valuestring[0])
+		snprintf(why, whylen, "response has no access_token");
+	else if (!token_printable(tok->valuestring))
+		snprintf(why, whylen, "response access_token is not printable");
+	else if (!field_seconds(root, "expires_on", true, &exp) &&
+		 !field_seconds(root, "expires_in", false, &in))
+		snprintf(why, whylen,
+			 "response has no usable expires_on or expires_in");
+	else if ((exp = exp > 0 ? exp : now + in) <= now)
+		snprintf(why, whylen,
+			 "response token expired %.0f s ago (clock skew?)",
+			 now - exp);
+	else if (!(res->token = strdup(tok->valuestring)))
+		snprintf(why, whylen, "out of memory");
+	else {
+		res->len = strlen(res->token);
+		res->expires_on = exp;
+		res->err = 0;
+		rc = 0;
+	}
+	if (cJSON_IsString(tok)) /* cJSON frees without wiping */
+		OPENSSL_cleanse(tok->valuestring, strlen(tok->valuestring));
+	cJSON_Delete(root);
+	return rc;
+}
+
+/* ---- the HTTP part every HTTP source shares ---- */
+
+static double now_wall(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void http_failed(auth_fetch_t *f, const auth_http_result_t *r,
+			auth_fetch_result_t *res)
+{
+	char desc[DESC_MAX];
+	bool retry = auth_http_retryable(r->status);
+
+	error_text(r->body, r->len, desc, sizeof(desc));
+	fail(res, retry, "%s: HTTP %ld%s%s%s", f->where, r->status,
+	     desc[0] ? ": " : "", desc, retry ? "" : " (configuration error)");
+	res->retry_after = r->retry_after;
+}
+
+static void on_http_done(void *arg, const auth_http_result_t *r)
+{
+	auth_fetch_t *f = arg;
+	auth_fetch_result_t res = {0};
+	char why[AUTH_REASON_MAX / 2];
+
+	f->req = NULL;
+	if (r->error)
+		fail(&res, !r->permanent, "%s: %s%s", f->where, r->error,
+		     r->permanent ? " (configuration error)" : "");
+	else if (r->status < 200 || r->status > 299)
+		http_failed(f, r, &res);
+	else if (auth_parse_token_response(r->body, r->len, now_wall(), &res,
+					   why, sizeof(why)) != 0)
+		/* A 2xx we cannot read is most likely a passing fault. */
+		fail(&res, true, "%s: %s", f->where, why);
+	f->cb(f, &res); /* may free f's owner: touch nothing after */
+	if (res.token)
+		OPENSSL_clear_free(res.token, res.len);
+}
+
+static int http_start(auth_fetch_t *f, sbuf_t *url, const char *const *hdrs,
+		      auth_fetch_result_t *res)
+{
+	auth_http_spec_t spec = {
+	    .url = url->s,
+	    .headers = hdrs,
+	    .timeout = f->timeout > 0 ? f->timeout : AUTH_HTTP_TIMEOUT,
+	    .no_proxy = true, /* as the Azure SDKs do for these */
+	};
+	int rc;
+
+	if (url->oom)
+		return fail(res, true, "%s: out of memory", f->where);
+	spec.connect_timeout = spec.timeout < AUTH_HTTP_CONNECT_TIMEOUT
+				   ? spec.timeout
+				   : AUTH_HTTP_CONNECT_TIMEOUT;
+	rc = auth_http_request(f->http, &spec, on_http_done, f, &f->req);
+	if (rc == TP_ENOMEM)
+		return fail(res, true, "%s: out of memory", f->where);
+	if (rc != 0)
+		return fail(res, false, "%s: bad endpoint URL", f->where);
+	return 0;
+}
+
+static void http_cancel(auth_fetch_t *f)
+{
+	if (f->req)
+		auth_http_cancel(f->req);
+	f->req = NULL;
+}
+
+/* ---- IMDS ---- */
+
+static int imds_start(auth_fetch_t *f, auth_fetch_result_t *res)
+{
+	const auth_ident_t *id = f->ident;
+	const char *base = id->imds_endpoint && id->imds_endpoint[0]
+			       ? id->imds_endpoint
+			       : AUTH_IMDS_DEFAULT;
+	static const char *const hdrs[] = {"Metadata: true", NULL};
+	size_t n = strlen(base);
+	sbuf_t url = {0};
+	int rc;
+
+	set_where(f, "imds", base);
+	while (n > 0 && base[n - 1] == '/')
+		n--;
+	sb_addn(&url, base, n);
+	sb_add(&url, IMDS_PATH "?" IMDS_API);
+	sb_resource(&url, f->scope);
+	sb_param(&url, "client_id", id->client_id);
+	sb_param(&url, "object_id", id->object_id);
+	sb_param(&url, "msi_res_id", id->resource_id);
+	rc = http_start(f, &url, hdrs, res);
+	free(url.s);
+	return rc;
+}
+
+static const auth_source_t imds_source = {
+    .name = "imds",
+    .start = imds_start,
+    .cancel = http_cancel,
+};
+
+/* ---- App Service, Functions, Container Apps ---- */
+
+static int app_service_start(auth_fetch_t *f, auth_fetch_result_t *res)
+{
+	const auth_ident_t *id = f->ident;
+	const char *ep = getenv("IDENTITY_ENDPOINT");
+	const char *secret = getenv("IDENTITY_HEADER");
+	const char *hdrs[2] = {NULL, NULL};
+	char *line = NULL;
+	sbuf_t url = {0};
+	int rc;
+
+	set_where(f, "app_service", ep && ep[0] ? ep : "(no endpoint)");
+	if (!ep || !ep[0] || !secret || !secret[0])
+		return fail(res, false,
+			    "%s: IDENTITY_ENDPOINT and IDENTITY_HEADER must "
+			    "both be set",
+			    f->where);
+	if (strpbrk(secret, "\r\n"))
+		return fail(res, false, "%s: IDENTITY_HEADER has a line break",
+			    f->where);
+	if (asprintf(&line, "X-IDENTITY-HEADER: %s", secret) < 0)
+		return fail(res, true, "%s: out of memory", f->where);
+	hdrs[0] = line;
+	sb_add(&url, ep);
+	sb_add(&url,
+	       strchr(ep, '?') ? "&" APP_SERVICE_API : "?" APP_SERVICE_API);
+	sb_resource(&url, f->scope);
+	sb_param(&url, "client_id", id->client_id);
+	sb_param(&url, "principal_id", id->object_id);
+	sb_param(&url, "mi_res_id", id->resource_id);
+	rc = http_start(f, &url, hdrs, res); /* the header is copied */
+	OPENSSL_clear_free(line, strlen(line));
+	free(url.s);
+	return rc;
+}
+
+static const auth_source_t app_service_source = {
+    .name = "app_service",
+    .start = app_service_start,
+    .cancel = http_cancel,
+};
+
+/* ---- not written yet ---- */
+
+static int unsupported_start(auth_fetch_t *f, auth_fetch_result_t *res)
+{
+	snprintf(f->where, sizeof(f->where), "%s",
+		 conf_source_name(f->ident->source));
+	return fail(res, false, "identity source %s is not supported yet",
+		    conf_source_name(f->ident->source));
+}
+
+static void unsupported_cancel(auth_fetch_t *f)
+{
+}
+
+static const auth_source_t unsupported_source = {
+    .name = NULL,
+    .start = unsupported_start,
+    .cancel = unsupported_cancel,
+};
+
+const auth_source_t *auth_source_resolve(conf_source_t configured)
+{
+	const char *ep, *secret;
+
+	switch (configured) {
+	case CONF_SRC_AUTO:
+		ep = getenv("IDENTITY_ENDPOINT");
+		secret = getenv("IDENTITY_HEADER");
+		return ep && ep[0] && secret && secret[0] ? &app_service_source
+							  : &imds_source;
+	case CONF_SRC_IMDS:
+		return &imds_source;
+	case CONF_SRC_APP_SERVICE:
+		return &app_service_source;
+	default:
+		return &unsupported_source;
+	}
+}

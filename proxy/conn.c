@@ -1,0 +1,555 @@
+/*
+ * conn.c - one connection, client or server side: socket I/O, optional TLS,
+ * buffers, the login steps the protocol asks for, and forwarding with
+ * back-pressure.
+ *
+ * A connection is freed only in its handles' close callbacks, never inside
+ * a callback of its own: tp_conn_close() marks it and closes the handles.
+ * Every state change goes through tp_conn_set_state(), which keeps the
+ * connection in exactly the list that matches its state.
+ *
+ * Not here: which server a client gets (pool.c), accept (listener.c).
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/crypto.h>
+
+#include "proxy/tp.h"
+
+/* Messages up to this size are buffered whole before they are classified;
+ * larger ones are classified from their first bytes and streamed. */
+#define TP_INLINE_MAX (64u * 1024u)
+/* Bound on buffered input (login messages, a client waiting for a
+ * server); reading stops at this size. */
+#define TP_IN_MAX (1024u * 1024u)
+/* Back-pressure: stop reading a side whose peer has this much unsent. */
+#define TP_WQ_HIGH    (1024u * 1024u)
+#define TP_WQ_LOW     (256u * 1024u)
+#define TP_READ_CHUNK 4096u
+/* How long a client may take to log in. */
+#define TP_LOGIN_TIMEOUT_MS 60000
+
+/* A write owns the block it sends; the block goes back to the cache (or is
+ * freed) when the write completes. */
+typedef struct tp_write {
+	uv_write_t req;
+	tp_conn_t *conn;
+	tp_buf_t buf;
+} tp_write_t;
+
+static const char *const state_names[] = {
+#define TP_STATE_NAME(name, desc) desc,
+    TP_CONN_STATE_MAP(TP_STATE_NAME)
+#undef TP_STATE_NAME
+};
+
+const char *tp_conn_state_name(tp_conn_state_t st)
+{
+	return st < TP_CONN_NSTATES ? state_names[st] : "?";
+}
+
+/* ---- buffers ----
+ * Connections hold a buffer only while bytes are in it: an idle client
+ * costs no buffer memory. Standard-size blocks are recycled through a
+ * small cache on the context, so steady forwarding allocates nothing.
+ */
+
+static uint8_t *block_get(tp_t *tp)
+{
+	if (tp->nblocks)
+		return tp->blocks[--tp->nblocks];
+	return malloc(TP_BLOCK);
+}
+
+static void block_put(tp_t *tp, uint8_t *p, size_t cap)
+{
+	if (!p)
+		return;
+	if (cap == TP_BLOCK && tp->nblocks < TP_BLOCK_CACHE) {
+		tp->blocks[tp->nblocks++] = p;
+		return;
+	}
+	free(p);
+}
+
+static int buf_reserve(tp_t *tp, tp_buf_t *b, size_t extra, size_t max)
+{
+	size_t need = b->len + extra, cap = b->cap ? b->cap : TP_BLOCK;
+	uint8_t *p;
+
+	if (need <= b->cap)
+		return 0;
+	if (need > max)
+		return TP_ETOOBIG;
+	if (!b->cap && need <= TP_BLOCK) {
+		b->data = block_get(tp);
+		b->cap = b->data ? TP_BLOCK : 0;
+		return b->data ? 0 : TP_ENOMEM;
+	}
+	while (cap < need)
+		cap *= 2;
+	if (cap > max)
+		cap = max;
+	p = malloc(cap);
+	if (!p)
+		return TP_ENOMEM;
+	if (b->len)
+		memcpy(p, b->data, b->len);
+	block_put(tp, b->data, b->cap);
+	b->data = p;
+	b->cap = cap;
+	return 0;
+}
+
+void tp_buf_consume(tp_buf_t *b, size_t n)
+{
+	if (n >= b->len) {
+		b->len = 0;
+		return;
+	}
+	memmove(b->data, b->data + n, b->len - n);
+	b->len -= n;
+}
+
+/* Gives an empty buffer's memory back. */
+static void buf_release(tp_t *tp, tp_buf_t *b)
+{
+	if (b->len || !b->data)
+		return;
+	block_put(tp, b->data, b->cap);
+	b->data = NULL;
+	b->cap = 0;
+}
+
+static void buf_free(tp_buf_t *b)
+{
+	if (b->data)
+		OPENSSL_cleanse(b->data, b->cap); /* may hold a password */
+	free(b->data);
+	memset(b, 0, sizeof(*b));
+}
+
+/* ---- what the protocols may call ---- */
+
+void tp_conn_out(tp_conn_t *c, const void *buf, size_t len)
+{
+	if (c->closing || !len)
+		return;
+	/* Output is bounded by the peer's input bound plus what a protocol
+	 * writes itself; failure to grow is fatal for this connection. */
+	if (buf_reserve(c->tp, &c->out, len, SIZE_MAX / 2) != 0) {
+		tp_conn_close(c, "out of memory");
+		return;
+	}
+	memcpy(c->out.data + c->out.len, buf, len);
+	c->out.len += len;
+}
+
+void *tp_conn_state(tp_conn_t *c)
+{
+	return c->pstate;
+}
+
+uint64_t tp_conn_id(tp_conn_t *c)
+{
+	return c->id;
+}
+
+bool tp_conn_tls(tp_conn_t *c)
+{
+	return c->tls != NULL;
+}
+
+const tp_route_t *tp_conn_get_route(tp_conn_t *c)
+{
+	return c->route.pool ? &c->route : NULL;
+}
+
+const uint8_t *tp_conn_client_key(tp_conn_t *c)
+{
+	return c->client_key;
+}
+
+bool tp_conn_tls_offered(tp_conn_t *c)
+{
+	return c->listener && c->listener->client_ctx;
+}
+
+void tp_conn_fail(tp_conn_t *c, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	c->fail_err = err;
+	va_start(ap, fmt);
+	vsnprintf(c->fail_msg, sizeof(c->fail_msg), fmt, ap);
+	va_end(ap);
+}
+
+void tp_conn_debug(tp_conn_t *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!tp_log_enabled(TP_LOG_DEBUG))
+		return;
+	va_start(ap, fmt);
+	tp_logv(TP_LOG_DEBUG, c, fmt, ap);
+	va_end(ap);
+}
+
+void tp_conn_cancel(tp_conn_t *c, const uint8_t *key, size_t len)
+{
+	tp_conn_t *target = tp_find_client_by_key(c->tp, key, len);
+
+	if (!target || !target->peer) {
+		tp_log(TP_LOG_DEBUG, c, "cancel request matches no query");
+		return;
+	}
+	tp_log(TP_LOG_INFO, target, "cancel requested");
+	tp_pool_cancel(target->pool, target->peer);
+}
+
+/* ---- states ---- */
+
+static tp_list_t *state_list(tp_conn_t *c, tp_conn_state_t st)
+{
+	tp_pool_t *p = c->pool;
+
+	switch (st) {
+	case TP_C_LOGIN:
+		return &c->tp->logins;
+	case TP_S_CANCEL:
+		return &c->tp->cancels;
+	case TP_C_IDLE:
+		return &p->c_idle;
+	case TP_C_WAITING:
+		return &p->c_waiting;
+	case TP_C_ACTIVE:
+		return &p->c_active;
+	case TP_S_CONNECTING:
+		return &p->s_connecting;
+	case TP_S_IDLE:
+		return &p->s_idle;
+	case TP_S_ACTIVE:
+		return &p->s_active;
+	case TP_S_RESET:
+		return &p->s_reset;
+	case TP_CLOSING:
+		return NULL;
+	default:
+		abort(); /* a state without a list is a bug */
+	}
+}
+
+void tp_conn_set_state(tp_conn_t *c, tp_conn_state_t st)
+{
+	tp_list_t *l = state_list(c, st);
+
+	tp_list_remove(&c->node);
+	if (c->pool && c->state != TP_CLOSING)
+		c->pool->count[c->state]--;
+	c->state = st;
+	if (c->pool && st != TP_CLOSING)
+		c->pool->count[st]++;
+	if (l)
+		tp_list_append(l, &c->node);
+}
+
+/* ---- life cycle ---- */
+
+void tp_conn_handle_closed(uv_handle_t *h)
+{
+	tp_conn_t *c = h->data;
+
+	if (--c->open_handles > 0)
+		return;
+	if (c->proto && c->pstate)
+		c->proto->conn_free(c->pstate);
+	tp_tls_free(c->tls);
+	buf_free(&c->in);
+	buf_free(&c->out);
+	if (c->secret) {
+		OPENSSL_cleanse(c->secret, c->login.secret_len);
+		free(c->secret);
+	}
+	if (c->addrs)
+		uv_freeaddrinfo(c->addrs);
+	free(c);
+}
+
+tp_conn_t *tp_conn_new(tp_t *tp, tp_side_t side, const tp_protocol_t *proto)
+{
+	tp_conn_t *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->pstate = proto->conn_new(side == TP_SIDE_CLIENT);
+	if (!c->pstate) {
+		free(c);
+		return NULL;
+	}
+	c->tp = tp;
+	c->id = ++tp->next_id;
+	c->side = side;
+	c->proto = proto;
+	c->state = TP_CLOSING; /* no list until the first real state */
+	tp_list_init(&c->node);
+	uv_tcp_init(tp->loop, &c->tcp);
+	uv_timer_init(tp->loop, &c->timer);
+	c->tcp.data = c->timer.data = c;
+	c->open_handles = 2;
+	c->created_ms = c->last_used_ms = tp_now_ms(tp);
+	return c;
+}
+
+void tp_conn_close(tp_conn_t *c, const char *reason)
+{
+	if (c->closing)
+		return;
+	c->closing = true;
+	tp_log(c->side == TP_SIDE_CLIENT ? TP_LOG_INFO : TP_LOG_INFO, c,
+	       "closing (%s): %s", tp_conn_state_name(c->state), reason);
+	if (c->token_wait) {
+		auth_wait_cancel(c->token_wait);
+		c->token_wait = NULL;
+	}
+	if (c->side == TP_SIDE_CLIENT) {
+		if (c->pool)
+			tp_pool_client_gone(c->pool, c);
+	} else if (c->pool) {
+		tp_pool_server_gone(c->pool, c);
+	}
+	tp_conn_set_state(c, TP_CLOSING);
+	uv_close((uv_handle_t *)&c->timer, tp_conn_handle_closed);
+	if (!c->reconnecting) /* else the retry's close callback frees */
+		uv_close((uv_handle_t *)&c->tcp, tp_conn_handle_closed);
+}
+
+static void on_close_timeout(uv_timer_t *t)
+{
+	tp_conn_close(t->data, "peer did not read the final message");
+}
+
+void tp_conn_error_close(tp_conn_t *c, int err, const char *msg)
+{
+	if (c->closing || c->close_after_flush)
+		return;
+	tp_log(TP_LOG_INFO, c, "refusing: %s", msg);
+	if (c->side == TP_SIDE_CLIENT)
+		c->proto->client_error(c, err, msg);
+	/* Out of the wait queue: nobody may hand it a server now. */
+	if (c->state == TP_C_WAITING)
+		tp_conn_set_state(c, TP_C_IDLE);
+	c->close_after_flush = true;
+	tp_conn_stop_read(c);
+	uv_timer_start(&c->timer, on_close_timeout, 5000, 0);
+	tp_conn_flush(c);
+	if (!c->closing && c->write_queued == 0)
+		tp_conn_close(c, msg);
+}
+
+/* ---- writing ---- */
+
+static void on_written(uv_write_t *req, int status)
+{
+	tp_write_t *w = (tp_write_t *)req;
+	tp_conn_t *c = w->conn;
+
+	c->write_queued -= w->buf.len;
+	block_put(c->tp, w->buf.data, w->buf.cap);
+	free(w);
+	if (c->closing)
+		return;
+	if (status < 0) {
+		tp_conn_close(c, uv_strerror(status));
+		return;
+	}
+	if (c->close_after_flush && c->write_queued == 0) {
+		tp_conn_close(c, c->fail_msg[0] ? c->fail_msg : "done");
+		return;
+	}
+	/* Back-pressure released: the peer may read again. */
+	if (c->write_queued < TP_WQ_LOW && c->peer && !c->peer->reading &&
+	    !c->peer->close_after_flush)
+		tp_conn_start_read(c->peer);
+}
+
+/* Sends b, taking ownership of its memory. */
+static int submit(tp_conn_t *c, tp_buf_t *b)
+{
+	tp_write_t *w = malloc(sizeof(*w));
+	uv_buf_t ub = uv_buf_init((char *)b->data, (unsigned)b->len);
+	int rc;
+
+	if (!w) {
+		block_put(c->tp, b->data, b->cap);
+		tp_conn_close(c, "out of memory");
+		return TP_ENOMEM;
+	}
+	w->conn = c;
+	w->buf = *b;
+	memset(b, 0, sizeof(*b));
+	c->write_queued += w->buf.len;
+	rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &ub, 1, on_written);
+	if (rc < 0) {
+		c->write_queued -= w->buf.len;
+		block_put(c->tp, w->buf.data, w->buf.cap);
+		free(w);
+		tp_conn_close(c, uv_strerror(rc));
+	}
+	return rc;
+}
+
+/* Ciphertext the TLS stream produced goes to the socket. */
+static void flush_cipher(tp_conn_t *c)
+{
+	while (!c->closing && tp_tls_pending(c->tls) > 0) {
+		tp_buf_t b = {0};
+
+		if (buf_reserve(c->tp, &b, TP_BLOCK, TP_BLOCK)) {
+			tp_conn_close(c, "out of memory");
+			return;
+		}
+		b.len = tp_tls_take(c->tls, b.data, b.cap);
+		if (submit(c, &b) < 0)
+			return;
+	}
+}
+
+void tp_conn_flush(tp_conn_t *c)
+{
+	if (c->closing)
+		return;
+	if (c->tls) {
+		if (c->out.len && c->tls->done) {
+			if (tp_tls_write(c->tls, c->out.data, c->out.len)) {
+				tp_conn_close(c, "TLS write failed");
+				return;
+			}
+			c->out.len = 0;
+			buf_release(c->tp, &c->out);
+		}
+		flush_cipher(c);
+		return;
+	}
+	if (c->out.len)
+		submit(c, &c->out);
+}
+
+/* ---- reading ---- */
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+	tp_conn_t *c = h->data;
+
+	if (c->tls) {
+		/* Ciphertext lands in the shared scratch buffer and is fed
+		 * to OpenSSL before the next read can happen. */
+		*buf =
+		    uv_buf_init((char *)c->tp->scratch, sizeof(c->tp->scratch));
+		return;
+	}
+	if (buf_reserve(c->tp, &c->in, TP_READ_CHUNK,
+			TP_IN_MAX + TP_READ_CHUNK)) {
+		*buf = uv_buf_init(NULL, 0);
+		return;
+	}
+	*buf = uv_buf_init((char *)c->in.data + c->in.len,
+			   (unsigned)(c->in.cap - c->in.len));
+}
+
+/* Decrypts what arrived into c->in. Returns false if c was closed. */
+static bool tls_input(tp_conn_t *c, const uint8_t *data, size_t n)
+{
+	char err[256];
+	int rc;
+
+	if (tp_tls_feed(c->tls, data, n)) {
+		tp_conn_close(c, "out of memory");
+		return false;
+	}
+	if (!c->tls->done) {
+		rc = tp_tls_handshake(c->tls, err, sizeof(err));
+		flush_cipher(c);
+		if (rc == TP_EAGAIN || c->closing)
+			return !c->closing;
+		if (rc) {
+			tp_conn_fail(
+			    c, TP_ETLS, "TLS handshake with %s failed: %s",
+			    c->side == TP_SIDE_SERVER ? "server" : "client",
+			    err);
+			tp_conn_close(c, c->fail_msg);
+			return false;
+		}
+		tp_conn_tls_ready(c);
+		if (c->closing)
+			return false;
+	}
+	for (;;) {
+		if (buf_reserve(c->tp, &c->in, TP_READ_CHUNK,
+				TP_IN_MAX + TP_READ_CHUNK)) {
+			/* Full: leave the rest inside OpenSSL. */
+			tp_conn_stop_read(c);
+			return true;
+		}
+		rc = tp_tls_read(c->tls, c->in.data + c->in.len,
+				 c->in.cap - c->in.len);
+		if (rc == 0)
+			break;
+		if (rc < 0) {
+			tp_conn_close(c, rc == TP_EIO ? "peer closed TLS"
+						      : "TLS read failed");
+			return false;
+		}
+		c->in.len += (size_t)rc;
+	}
+	flush_cipher(c); /* key updates, alerts */
+	return !c->closing;
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+	tp_conn_t *c = s->data;
+
+	if (c->closing)
+		return;
+	if (n == UV_ENOBUFS) {
+		tp_conn_stop_read(c);
+		return;
+	}
+	if (n < 0) {
+		if (c->state == TP_S_CONNECTING && !c->fail_msg[0])
+			tp_conn_fail(
+			    c, TP_ECONNECT,
+			    "server closed the connection during login");
+		tp_conn_close(c, n == UV_EOF ? "peer closed the connection"
+					     : uv_strerror((int)n));
+		return;
+	}
+	if (n == 0)
+		return;
+	if (c->tls) {
+		if (!tls_input(c, (const uint8_t *)buf->base, (size_t)n))
+			return;
+	} else {
+		c->in.len += (size_t)n;
+	}
+	tp_conn_process(c);
+	if (!c->closing)
+		buf_release(c->tp, &c->in);
+}
+
+void tp_conn_start_read(tp_conn_t *c)
+{
+	if (c->reading || c->closing)
+		return;
+	if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+		c->reading = true;
+}
+
+void tp_conn_stop_read(tp_conn_t *c)
+{
+	if (!c->reading || c->closing)
+		return;
+	uv_read_stop((uv_stream_t *)&c->tcp);
+	c->reading = false;
+}

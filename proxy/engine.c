@@ -1,0 +1,334 @@
+/*
+ * engine.c - the tp_t context: pools and listeners built from a config
+ * snapshot, accept and routing, signals, the janitor, and shutdown.
+ *
+ * Not here: what a connection does with bytes (conn.c, flow.c) and how a
+ * pool hands out servers (pool.c). Graceful drain and reload arrive with
+ * the operations work; today SIGTERM/SIGINT close everything and exit 0.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <stdio.h>
+#include <signal.h>
+
+#include "proxy/tp.h"
+
+#define TP_JANITOR_MS	    1000
+#define TP_LOGIN_TIMEOUT_MS 60000
+#define TP_BACKLOG	    4096
+
+uint64_t tp_now_ms(tp_t *tp)
+{
+	return uv_now(tp->loop);
+}
+
+/* ---- routing ---- */
+
+int tp_conn_route(tp_conn_t *c, const char *user, const char *database,
+		  tp_route_t *route)
+{
+	tp_listener_t *l = c->listener;
+	tp_pool_t *pool = NULL;
+	size_t i;
+
+	memset(route, 0, sizeof(*route));
+	for (i = 0; i < l->npools && database; i++) {
+		if (strcmp(l->pools[i]->conf->name, database) == 0) {
+			pool = l->pools[i];
+			break;
+		}
+	}
+	if (!database)
+		pool = l->pools[0];
+	if (!pool)
+		return TP_ENODB;
+	if (c->tp->stopping)
+		return TP_ESHUTDOWN;
+	if (pool->nclients >= pool->conf->pool.max_clients)
+		return TP_EFULL;
+	route->pool = pool->conf;
+	for (i = 0; i < pool->conf->nclients; i++) {
+		if (strcmp(pool->conf->clients[i].user, user) == 0) {
+			route->client = &pool->conf->clients[i];
+			route->verifier = &pool->verifiers[i];
+			break;
+		}
+	}
+	c->route = *route;
+	c->pool = pool;
+	pool->count[c->state]++; /* counted from here on */
+	pool->nclients++;
+	return 0;
+}
+
+tp_conn_t *tp_find_client_by_key(tp_t *tp, const uint8_t *key, size_t len)
+{
+	if (len != 8)
+		return NULL;
+	for (size_t i = 0; i < tp->npools; i++) {
+		tp_list_t *lists[] = {&tp->pools[i].c_active,
+				      &tp->pools[i].c_idle,
+				      &tp->pools[i].c_waiting};
+
+		for (size_t j = 0; j < 3; j++) {
+			for (tp_list_t *n = lists[j]->next; n != lists[j];
+			     n = n->next) {
+				tp_conn_t *c =
+				    tp_container_of(n, tp_conn_t, node);
+
+				if (auth_equal(c->client_key, key, 8))
+					return c;
+			}
+		}
+	}
+	return NULL;
+}
+
+/* ---- accept ---- */
+
+static void login_timeout(uv_timer_t *t)
+{
+	tp_conn_error_close(t->data, TP_ETIMEOUT,
+			    "login did not finish in time");
+}
+
+static void on_accept(uv_stream_t *server, int status)
+{
+	tp_listener_t *l = server->data;
+	tp_conn_t *c;
+	struct sockaddr_storage ss;
+	int len = sizeof(ss);
+
+	if (status < 0 || l->tp->stopping)
+		return;
+	c = tp_conn_new(l->tp, TP_SIDE_CLIENT, l->proto);
+	if (!c)
+		return;
+	c->listener = l;
+	if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 ||
+	    auth_random(c->client_key, sizeof(c->client_key)) != 0) {
+		tp_conn_close(c, "accept failed");
+		return;
+	}
+	uv_tcp_nodelay(&c->tcp, 1);
+	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+		char ip[INET6_ADDRSTRLEN] = "?";
+		int port = 0;
+
+		if (ss.ss_family == AF_INET) {
+			uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof(ip));
+			port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+		} else if (ss.ss_family == AF_INET6) {
+			uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof(ip));
+			port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+		}
+		snprintf(c->peer_name, sizeof(c->peer_name), "%s:%d", ip, port);
+	}
+	tp_conn_set_state(c, TP_C_LOGIN);
+	uv_timer_start(&c->timer, login_timeout, TP_LOGIN_TIMEOUT_MS, 0);
+	tp_log(TP_LOG_DEBUG, c, "client connected");
+	tp_conn_start_read(c);
+	if (!c->closing) {
+		tp_step_t step = c->proto->client_start(c);
+
+		if (step == TP_STEP_CLOSE)
+			tp_conn_error_close(c, TP_EPROTO, "cannot start");
+		else
+			tp_conn_flush(c);
+	}
+}
+
+static int listener_bind(tp_listener_t *l, const conf_pool_t *pc, char *err,
+			 size_t errlen)
+{
+	struct sockaddr_storage ss;
+	int rc;
+
+	if (uv_ip4_addr(pc->listen_host, pc->listen_port,
+			(struct sockaddr_in *)&ss) != 0 &&
+	    uv_ip6_addr(pc->listen_host, pc->listen_port,
+			(struct sockaddr_in6 *)&ss) != 0) {
+		snprintf(err, errlen, "%s: listen address must be an IP",
+			 pc->listen);
+		return TP_ECONFIG;
+	}
+	uv_tcp_init(l->tp->loop, &l->tcp);
+	l->tcp.data = l;
+	rc = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0);
+	if (rc == 0)
+		rc = uv_listen((uv_stream_t *)&l->tcp, TP_BACKLOG, on_accept);
+	if (rc) {
+		snprintf(err, errlen, "cannot listen on %s: %s", pc->listen,
+			 uv_strerror(rc));
+		return TP_EIO;
+	}
+	tp_log(TP_LOG_INFO, NULL, "listening on %s (%s)", pc->listen,
+	       l->proto->name);
+	return 0;
+}
+
+/* One listener per distinct listen address; pools sharing an address
+ * share its listener (conf/ checked they share the protocol). */
+static int build_listeners(tp_t *tp, char *err, size_t errlen)
+{
+	tp->listeners = calloc(tp->npools, sizeof(*tp->listeners));
+	if (!tp->listeners)
+		return TP_ENOMEM;
+	for (size_t i = 0; i < tp->npools; i++) {
+		tp_pool_t *pool = &tp->pools[i];
+		tp_listener_t *l = NULL;
+		int rc;
+
+		for (size_t j = 0; j < tp->nlisteners && !l; j++)
+			if (strcmp(tp->listeners[j].addr, pool->conf->listen) ==
+			    0)
+				l = &tp->listeners[j];
+		if (!l) {
+			l = &tp->listeners[tp->nlisteners++];
+			l->tp = tp;
+			l->addr = pool->conf->listen;
+			l->proto = pool->proto;
+			l->pools = calloc(tp->npools, sizeof(*l->pools));
+			if (!l->pools)
+				return TP_ENOMEM;
+			if (pool->conf->client_tls.mode != CONF_CTLS_DISABLE) {
+				l->client_ctx = tp_tls_server_ctx(
+				    &pool->conf->client_tls, err, errlen);
+				if (!l->client_ctx)
+					return TP_ECONFIG;
+			}
+			rc = listener_bind(l, pool->conf, err, errlen);
+			if (rc)
+				return rc;
+		}
+		l->pools[l->npools++] = pool;
+	}
+	return 0;
+}
+
+/* ---- periodic work and signals ---- */
+
+static void on_janitor(uv_timer_t *t)
+{
+	tp_t *tp = t->data;
+
+	for (size_t i = 0; i < tp->npools; i++)
+		tp_pool_janitor(&tp->pools[i]);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+	tp_t *tp = h->data;
+
+	if (tp->stopping) {
+		tp_log(TP_LOG_WARN, NULL, "second signal: exiting now");
+		exit(tp->exit_code);
+	}
+	tp_log(TP_LOG_INFO, NULL, "%s received: shutting down",
+	       signum == SIGTERM ? "SIGTERM" : "SIGINT");
+	tp_stop(tp, 0);
+}
+
+/* Starts fetching each pool's token now, so the first client does not
+ * pay for it and a broken identity shows in the log at once. */
+static void prefetch_tokens(tp_t *tp)
+{
+	for (size_t i = 0; i < tp->npools; i++) {
+		tp_pool_t *pool = &tp->pools[i];
+		const char *tok;
+		size_t len;
+
+		if (pool->conf->server.auth != CONF_AUTH_TOKEN)
+			continue;
+		/* TP_EAGAIN is the expected answer: the fetch has begun. */
+		if (auth_token_peek(tp->tokens, pool->identity,
+				    pool->conf->server.scope, 0, &tok,
+				    &len) == 0)
+			tp_log(TP_LOG_DEBUG, NULL, "pool %s: token cached",
+			       pool->conf->name);
+	}
+}
+
+int tp_init(tp_t *tp, uv_loop_t *loop, conf_t *conf, char *err, size_t errlen)
+{
+	int rc;
+
+	memset(tp, 0, sizeof(*tp));
+	tp->loop = loop;
+	tp->conf = conf;
+	tp_list_init(&tp->logins);
+	tp_list_init(&tp->cancels);
+	tp->tokens = auth_tokens_new(loop);
+	tp->pools = calloc(conf->npools, sizeof(*tp->pools));
+	if (!tp->tokens || !tp->pools)
+		return TP_ENOMEM;
+	for (size_t i = 0; i < conf->npools; i++) {
+		rc = tp_pool_init(&tp->pools[i], tp, conf, &conf->pools[i], err,
+				  errlen);
+		if (rc)
+			return rc;
+		tp->npools++;
+	}
+	rc = build_listeners(tp, err, errlen);
+	if (rc)
+		return rc;
+	uv_timer_init(loop, &tp->janitor);
+	tp->janitor.data = tp;
+	uv_timer_start(&tp->janitor, on_janitor, TP_JANITOR_MS, TP_JANITOR_MS);
+	uv_signal_init(loop, &tp->sigterm);
+	uv_signal_init(loop, &tp->sigint);
+	tp->sigterm.data = tp->sigint.data = tp;
+	uv_signal_start(&tp->sigterm, on_signal, SIGTERM);
+	uv_signal_start(&tp->sigint, on_signal, SIGINT);
+	signal(SIGPIPE, SIG_IGN);
+	prefetch_tokens(tp);
+	return 0;
+}
+
+static void close_list(tp_list_t *l, const char *why)
+{
+	while (!tp_list_empty(l))
+		tp_conn_close(tp_container_of(l->next, tp_conn_t, node), why);
+}
+
+void tp_stop(tp_t *tp, int exit_code)
+{
+	if (tp->stopping)
+		return;
+	tp->stopping = true;
+	tp->exit_code = exit_code;
+	for (size_t i = 0; i < tp->nlisteners; i++)
+		uv_close((uv_handle_t *)&tp->listeners[i].tcp, NULL);
+	close_list(&tp->logins, "shutting down");
+	close_list(&tp->cancels, "shutting down");
+	for (size_t i = 0; i < tp->npools; i++) {
+		tp_pool_t *p = &tp->pools[i];
+		tp_list_t *lists[] = {
+		    &p->c_idle, &p->c_waiting, &p->c_active, &p->s_connecting,
+		    &p->s_idle, &p->s_active,  &p->s_reset};
+
+		for (size_t j = 0; j < sizeof(lists) / sizeof(lists[0]); j++)
+			close_list(lists[j], "shutting down");
+	}
+	uv_close((uv_handle_t *)&tp->janitor, NULL);
+	uv_close((uv_handle_t *)&tp->sigterm, NULL);
+	uv_close((uv_handle_t *)&tp->sigint, NULL);
+	auth_tokens_close(tp->tokens);
+	tp->tokens = NULL;
+}
+
+int tp_run(tp_t *tp)
+{
+	uv_run(tp->loop, UV_RUN_DEFAULT);
+	for (size_t i = 0; i < tp->npools; i++)
+		tp_pool_destroy(&tp->pools[i]);
+	for (size_t i = 0; i < tp->nlisteners; i++) {
+		SSL_CTX_free(tp->listeners[i].client_ctx);
+		free(tp->listeners[i].pools);
+	}
+	free(tp->listeners);
+	free(tp->pools);
+	while (tp->nblocks)
+		free(tp->blocks[--tp->nblocks]);
+	return tp->exit_code;
+}

@@ -1,0 +1,545 @@
+/*
+ * pool.c - server connections for one pool: who gets which server, when a
+ * new one is opened (token, DNS, TCP, then the protocol's login), when one
+ * goes back, gets reset, or is closed.
+ *
+ * Limits: `size` servers (connecting ones included), `max_clients`
+ * clients, a FIFO of waiting clients bounded by `wait_timeout`, logins
+ * bounded by `connect_timeout` (token wait included), `idle_timeout`,
+ * `lifetime` and `min_idle` kept by a periodic janitor.
+ *
+ * A server is reused only when nothing about it is in doubt: not broken,
+ * no request in flight, outside a transaction. Anything else is closed.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <stdio.h>
+#include <openssl/crypto.h>
+
+#include "proxy/tp.h"
+
+/* Tokens must outlive the login that presents them by at least this. */
+#define TP_TOKEN_MIN_VALID 60.0
+
+static double conf_ms(double seconds)
+{
+	return seconds * 1000.0;
+}
+
+int tp_pool_init(tp_pool_t *pool, tp_t *tp, const conf_t *conf,
+		 const conf_pool_t *pc, char *err, size_t errlen)
+{
+	memset(pool, 0, sizeof(*pool));
+	pool->tp = tp;
+	pool->conf = pc;
+	pool->identity = conf_pool_identity(conf, pc);
+	pool->proto = tp_protocol_get(pc->protocol);
+	if (!pool->proto) {
+		snprintf(err, errlen,
+			 "pool %s: protocol %s is not supported yet", pc->name,
+			 conf_protocol_name(pc->protocol));
+		return TP_ECONFIG;
+	}
+	tp_list_init(&pool->c_idle);
+	tp_list_init(&pool->c_waiting);
+	tp_list_init(&pool->c_active);
+	tp_list_init(&pool->s_connecting);
+	tp_list_init(&pool->s_idle);
+	tp_list_init(&pool->s_active);
+	tp_list_init(&pool->s_reset);
+	pool->verifiers =
+	    calloc(pc->nclients ? pc->nclients : 1, sizeof(*pool->verifiers));
+	if (!pool->verifiers)
+		return TP_ENOMEM;
+	for (size_t i = 0; i < pc->nclients; i++) {
+		if (auth_verifier_build(&pc->clients[i], &pool->verifiers[i])) {
+			snprintf(err, errlen,
+				 "pools[%s].clients[%zu]: unusable credential",
+				 pc->name, i);
+			return TP_ECONFIG;
+		}
+	}
+	pool->server_ctx = tp_tls_client_ctx(&pc->server.tls, err, errlen);
+	if (!pool->server_ctx)
+		return TP_ECONFIG;
+	return 0;
+}
+
+void tp_pool_destroy(tp_pool_t *pool)
+{
+	if (pool->verifiers) {
+		OPENSSL_cleanse(
+		    pool->verifiers,
+		    sizeof(*pool->verifiers) *
+			(pool->conf->nclients ? pool->conf->nclients : 1));
+		free(pool->verifiers);
+	}
+	SSL_CTX_free(pool->server_ctx);
+	free(pool->welcome);
+	memset(pool, 0, sizeof(*pool));
+}
+
+static int nservers(tp_pool_t *pool)
+{
+	return pool->count[TP_S_CONNECTING] + pool->count[TP_S_IDLE] +
+	       pool->count[TP_S_ACTIVE] + pool->count[TP_S_RESET];
+}
+
+/* ---- opening a server connection ---- */
+
+static void server_timeout(uv_timer_t *t)
+{
+	tp_conn_t *s = t->data;
+
+	if (!s->fail_msg[0])
+		tp_conn_fail(s, TP_ETIMEOUT,
+			     "server %s did not finish within %g s",
+			     s->state == TP_S_RESET ? "reset" : "login",
+			     s->pool->conf->pool.connect_timeout);
+	tp_conn_close(s, s->fail_msg);
+}
+
+static void try_connect(tp_conn_t *s);
+
+static void on_retry_closed(uv_handle_t *h)
+{
+	tp_conn_t *s = h->data;
+
+	s->reconnecting = false;
+	if (s->closing) {
+		tp_conn_handle_closed(h); /* closed meanwhile: finish that */
+		return;
+	}
+	uv_tcp_init(s->tp->loop, &s->tcp);
+	s->tcp.data = s;
+	try_connect(s);
+}
+
+static void on_connected(uv_connect_t *req, int status)
+{
+	tp_conn_t *s = req->data;
+
+	if (s->closing)
+		return;
+	if (status < 0) {
+		tp_conn_fail(s, TP_ECONNECT, "cannot connect to %s:%d: %s",
+			     s->pool->conf->server.host,
+			     s->pool->conf->server.port, uv_strerror(status));
+		if (s->addr_next) {
+			/* Try the next address on a fresh socket. */
+			s->reconnecting = true;
+			uv_close((uv_handle_t *)&s->tcp, on_retry_closed);
+			return;
+		}
+		tp_conn_close(s, s->fail_msg);
+		return;
+	}
+	uv_tcp_nodelay(&s->tcp, 1);
+	uv_tcp_keepalive(&s->tcp, 1, 60);
+	tp_conn_start_read(s);
+	tp_server_begin_login(s);
+}
+
+static void try_connect(tp_conn_t *s)
+{
+	struct addrinfo *ai = s->addr_next;
+	int rc;
+
+	s->addr_next = ai->ai_next;
+	s->connect_req.data = s;
+	rc =
+	    uv_tcp_connect(&s->connect_req, &s->tcp, ai->ai_addr, on_connected);
+	if (rc < 0) {
+		tp_conn_fail(s, TP_ECONNECT, "cannot connect to %s: %s",
+			     s->pool->conf->server.host, uv_strerror(rc));
+		tp_conn_close(s, s->fail_msg);
+	}
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+	tp_conn_t *s = req->data;
+
+	if (s->closing) {
+		if (res)
+			uv_freeaddrinfo(res);
+		return;
+	}
+	if (status < 0 || !res) {
+		tp_conn_fail(s, TP_ECONNECT, "cannot resolve %s: %s",
+			     s->pool->conf->server.host, uv_strerror(status));
+		tp_conn_close(s, s->fail_msg);
+		return;
+	}
+	s->addrs = s->addr_next = res;
+	try_connect(s);
+}
+
+static void resolve(tp_conn_t *s)
+{
+	const conf_server_t *srv = &s->pool->conf->server;
+	struct addrinfo hints = {.ai_family = AF_UNSPEC,
+				 .ai_socktype = SOCK_STREAM};
+	char port[16];
+	int rc;
+
+	snprintf(port, sizeof(port), "%d", srv->port);
+	s->gai.data = s;
+	rc = uv_getaddrinfo(s->tp->loop, &s->gai, on_resolved, srv->host, port,
+			    &hints);
+	if (rc < 0) {
+		tp_conn_fail(s, TP_ECONNECT, "cannot resolve %s: %s", srv->host,
+			     uv_strerror(rc));
+		tp_conn_close(s, s->fail_msg);
+	}
+}
+
+static int keep_secret(tp_conn_t *s, const char *secret, size_t len)
+{
+	s->secret = malloc(len + 1);
+	if (!s->secret)
+		return TP_ENOMEM;
+	memcpy(s->secret, secret, len);
+	s->secret[len] = 0;
+	s->login.secret = s->secret;
+	s->login.secret_len = len;
+	return 0;
+}
+
+static void on_token(void *arg, int err, const char *token, size_t len,
+		     const char *reason)
+{
+	tp_conn_t *s = arg;
+
+	s->token_wait = NULL;
+	if (s->closing)
+		return;
+	if (err) {
+		tp_conn_fail(s, TP_ETOKEN, "no access token for %s: %s",
+			     s->pool->conf->server.scope,
+			     reason ? reason : tp_strerror(err));
+		tp_conn_close(s, s->fail_msg);
+		return;
+	}
+	if (keep_secret(s, token, len)) {
+		tp_conn_close(s, "out of memory");
+		return;
+	}
+	resolve(s);
+}
+
+static void get_secret_then_connect(tp_conn_t *s)
+{
+	tp_pool_t *pool = s->pool;
+	const conf_server_t *srv = &pool->conf->server;
+	const char *tok;
+	size_t len;
+	int rc;
+
+	if (s->login.kind == TP_LOGIN_CANCEL) {
+		resolve(s); /* a cancel carries no credential */
+		return;
+	}
+	if (srv->auth == CONF_AUTH_PASSWORD) {
+		rc = keep_secret(s, srv->password ? srv->password : "",
+				 srv->password ? strlen(srv->password) : 0);
+	} else if (auth_token_peek(s->tp->tokens, pool->identity, srv->scope,
+				   TP_TOKEN_MIN_VALID, &tok, &len) == 0) {
+		rc = keep_secret(s, tok, len);
+	} else {
+		rc = auth_token_wait(s->tp->tokens, pool->identity, srv->scope,
+				     pool->conf->pool.connect_timeout, on_token,
+				     s, &s->token_wait);
+		if (rc == 0)
+			return;
+	}
+	if (rc) {
+		tp_conn_close(s, "out of memory");
+		return;
+	}
+	resolve(s);
+}
+
+static tp_conn_t *new_server(tp_pool_t *pool, tp_login_kind_t kind)
+{
+	tp_conn_t *s = tp_conn_new(pool->tp, TP_SIDE_SERVER, pool->proto);
+	const conf_server_t *srv = &pool->conf->server;
+
+	if (!s)
+		return NULL;
+	s->pool = pool;
+	s->login.kind = kind;
+	s->login.pool = pool->conf;
+	s->login.user = srv->user;
+	s->login.database = srv->database;
+	s->login.tls = srv->tls.mode != CONF_TLS_DISABLE;
+	snprintf(s->peer_name, sizeof(s->peer_name), "%s:%d", srv->host,
+		 srv->port);
+	return s;
+}
+
+static void launch(tp_pool_t *pool)
+{
+	tp_conn_t *s = new_server(pool, TP_LOGIN_NORMAL);
+
+	if (!s) {
+		tp_pool_server_failed(pool, TP_ENOMEM, "out of memory");
+		return;
+	}
+	tp_conn_set_state(s, TP_S_CONNECTING);
+	uv_timer_start(&s->timer, server_timeout,
+		       (uint64_t)conf_ms(pool->conf->pool.connect_timeout), 0);
+	tp_log(TP_LOG_DEBUG, s, "opening server connection");
+	get_secret_then_connect(s);
+}
+
+void tp_pool_cancel(tp_pool_t *pool, tp_conn_t *server)
+{
+	tp_conn_t *s;
+	uint8_t key[64];
+	size_t n = server->proto->cancel_key(server, key, sizeof(key));
+
+	if (!n)
+		return;
+	s = new_server(pool, TP_LOGIN_CANCEL);
+	if (!s)
+		return;
+	tp_conn_set_state(s, TP_S_CANCEL);
+	if (keep_secret(s, (const char *)key, n)) {
+		tp_conn_close(s, "out of memory");
+		return;
+	}
+	s->login.cancel_key = (const uint8_t *)s->secret;
+	s->login.cancel_key_len = n;
+	s->login.secret = NULL;
+	s->login.secret_len = n; /* so the copy is wiped on free */
+	uv_timer_start(&s->timer, server_timeout,
+		       (uint64_t)conf_ms(pool->conf->pool.connect_timeout), 0);
+	resolve(s);
+}
+
+/* ---- linking clients and servers ---- */
+
+static void wait_timeout(uv_timer_t *t)
+{
+	tp_conn_t *c = t->data;
+	tp_pool_t *pool = c->pool;
+	char msg[400];
+
+	if (pool->last_fail[0])
+		snprintf(msg, sizeof(msg),
+			 "no server connection within %g s; last failure: %s",
+			 pool->conf->pool.wait_timeout, pool->last_fail);
+	else
+		snprintf(msg, sizeof(msg),
+			 "no server connection within %g s (pool size %d)",
+			 pool->conf->pool.wait_timeout, pool->conf->pool.size);
+	tp_conn_error_close(
+	    c, pool->last_fail[0] ? pool->last_fail_err : TP_ETIMEOUT, msg);
+}
+
+static void link_pair(tp_pool_t *pool, tp_conn_t *c, tp_conn_t *s)
+{
+	uv_timer_stop(&c->timer);
+	c->peer = s;
+	s->peer = c;
+	s->pending = 0;
+	s->last_used_ms = tp_now_ms(pool->tp);
+	tp_conn_set_state(c, TP_C_ACTIVE);
+	tp_conn_set_state(s, TP_S_ACTIVE);
+	tp_conn_start_read(c);
+	if (c->needs_welcome) {
+		c->needs_welcome = false;
+		c->proto->client_welcome(c, pool->welcome, pool->welcome_len);
+		tp_conn_flush(c);
+		if (c->in.len == 0 &&
+		    pool->conf->pool.mode == CONF_POOL_TRANSACTION) {
+			tp_pool_release(pool, c);
+			return;
+		}
+	}
+	if (c->in.len)
+		tp_conn_process(c);
+}
+
+void tp_pool_acquire(tp_pool_t *pool, tp_conn_t *c)
+{
+	if (c->closing)
+		return;
+	if (!tp_list_empty(&pool->s_idle)) {
+		/* LIFO: the warmest server, and idle ones can age out. */
+		tp_conn_t *s =
+		    tp_container_of(pool->s_idle.prev, tp_conn_t, node);
+		link_pair(pool, c, s);
+		return;
+	}
+	tp_conn_set_state(c, TP_C_WAITING);
+	uv_timer_start(&c->timer, wait_timeout,
+		       (uint64_t)conf_ms(pool->conf->pool.wait_timeout), 0);
+	if (pool->count[TP_C_WAITING] > pool->count[TP_S_CONNECTING] &&
+	    nservers(pool) < pool->conf->pool.size)
+		launch(pool);
+}
+
+static bool expired(tp_pool_t *pool, tp_conn_t *s)
+{
+	double lifetime = pool->conf->pool.lifetime;
+
+	return lifetime > 0 &&
+	       tp_now_ms(pool->tp) - s->created_ms >= conf_ms(lifetime);
+}
+
+void tp_pool_server_ready(tp_pool_t *pool, tp_conn_t *s)
+{
+	uv_timer_stop(&s->timer);
+	if (s->state == TP_S_CONNECTING) {
+		const uint8_t *params;
+		size_t len;
+
+		pool->stat_logins_ok++;
+		pool->last_fail[0] = 0;
+		tp_log(
+		    TP_LOG_INFO, s, "server login ok in %llu ms%s%s",
+		    (unsigned long long)(tp_now_ms(pool->tp) - s->created_ms),
+		    s->tls ? " over " : "",
+		    s->tls ? tp_tls_version(s->tls) : "");
+		s->proto->server_params(s, &params, &len);
+		if (!pool->welcome && (pool->welcome = malloc(len + 1))) {
+			memcpy(pool->welcome, params, len);
+			pool->welcome_len = len;
+		}
+	}
+	if (s->secret) { /* the token is not needed after login */
+		OPENSSL_cleanse(s->secret, s->login.secret_len);
+		free(s->secret);
+		s->secret = NULL;
+		s->login.secret = NULL;
+	}
+	s->peer = NULL;
+	if (expired(pool, s) || s->broken) {
+		tp_conn_close(s, s->broken ? "server is broken"
+					   : "server reached its lifetime");
+		return;
+	}
+	if (!tp_list_empty(&pool->c_waiting)) {
+		tp_conn_t *c =
+		    tp_container_of(pool->c_waiting.next, tp_conn_t, node);
+		link_pair(pool, c, s);
+		return;
+	}
+	s->last_used_ms = tp_now_ms(pool->tp);
+	tp_conn_set_state(s, TP_S_IDLE);
+}
+
+void tp_pool_release(tp_pool_t *pool, tp_conn_t *c)
+{
+	tp_conn_t *s = c->peer;
+
+	c->peer = NULL;
+	tp_conn_set_state(c, TP_C_IDLE);
+	if (s)
+		tp_pool_server_ready(pool, s);
+	if (c->in.len && !c->closing)
+		tp_pool_acquire(pool, c);
+}
+
+/* Whether a server whose client left can be cleaned and reused: nothing
+ * in flight either way (an open transaction is rolled back by the reset). */
+static bool reusable(tp_conn_t *s, tp_conn_t *c)
+{
+	return !s->broken && s->pending == 0 && s->fwd_left == 0 &&
+	       c->fwd_left == 0 && s->in.len == 0;
+}
+
+void tp_pool_client_gone(tp_pool_t *pool, tp_conn_t *c)
+{
+	tp_conn_t *s = c->peer;
+	bool full;
+
+	pool->nclients--;
+	if (!s)
+		return;
+	c->peer = NULL;
+	s->peer = NULL;
+	if (!reusable(s, c)) {
+		tp_conn_close(s, "client left in the middle of a request");
+		return;
+	}
+	full = pool->conf->pool.mode == CONF_POOL_SESSION || c->pinned;
+	tp_conn_set_state(s, TP_S_RESET);
+	if (s->proto->server_reset(s, full) == TP_STEP_DONE) {
+		tp_pool_server_ready(pool, s);
+		return;
+	}
+	uv_timer_start(&s->timer, server_timeout,
+		       (uint64_t)conf_ms(pool->conf->pool.connect_timeout), 0);
+	tp_conn_flush(s);
+}
+
+void tp_pool_server_failed(tp_pool_t *pool, int err, const char *msg)
+{
+	tp_list_t *n, *next;
+
+	pool->stat_logins_failed++;
+	pool->last_fail_err = err;
+	snprintf(pool->last_fail, sizeof(pool->last_fail), "%s", msg);
+	tp_log(TP_LOG_WARN, NULL, "pool %s: server login failed: %s",
+	       pool->conf->name, msg);
+	/* Clients wait only while someone may still serve them. */
+	if (pool->count[TP_S_CONNECTING] > 0 || pool->count[TP_S_ACTIVE] > 0 ||
+	    pool->count[TP_S_RESET] > 0)
+		return;
+	for (n = pool->c_waiting.next; n != &pool->c_waiting; n = next) {
+		next = n->next;
+		tp_conn_error_close(tp_container_of(n, tp_conn_t, node), err,
+				    msg);
+	}
+}
+
+void tp_pool_server_gone(tp_pool_t *pool, tp_conn_t *s)
+{
+	tp_conn_t *c = s->peer;
+	tp_conn_state_t was = s->state;
+	char msg[400];
+
+	s->peer = NULL;
+	if (was == TP_S_CANCEL)
+		return;
+	if (c) {
+		c->peer = NULL;
+		snprintf(msg, sizeof(msg), "server connection lost: %s",
+			 s->fail_msg[0] ? s->fail_msg : "closed");
+		tp_conn_error_close(c, TP_ECONNECT, msg);
+	}
+	tp_conn_set_state(s, TP_CLOSING); /* not counted from here on */
+	if (was == TP_S_CONNECTING)
+		tp_pool_server_failed(
+		    pool, s->fail_err ? s->fail_err : TP_ECONNECT,
+		    s->fail_msg[0] ? s->fail_msg : "server login failed");
+	if (pool->count[TP_C_WAITING] > pool->count[TP_S_CONNECTING] &&
+	    nservers(pool) < pool->conf->pool.size && !pool->tp->stopping &&
+	    was != TP_S_CONNECTING)
+		launch(pool);
+}
+
+void tp_pool_janitor(tp_pool_t *pool)
+{
+	uint64_t now = tp_now_ms(pool->tp);
+	double idle = pool->conf->pool.idle_timeout;
+	tp_list_t *n, *next;
+
+	for (n = pool->s_idle.next; n != &pool->s_idle; n = next) {
+		tp_conn_t *s = tp_container_of(n, tp_conn_t, node);
+
+		next = n->next;
+		if (expired(pool, s))
+			tp_conn_close(s, "server reached its lifetime");
+		else if (idle > 0 && now - s->last_used_ms >= conf_ms(idle))
+			tp_conn_close(s, "server idle too long");
+	}
+	while (!pool->tp->stopping &&
+	       pool->count[TP_S_IDLE] + pool->count[TP_S_CONNECTING] <
+		   pool->conf->pool.min_idle &&
+	       nservers(pool) < pool->conf->pool.size && !pool->last_fail[0])
+		launch(pool);
+}

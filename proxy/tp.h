@@ -1,0 +1,290 @@
+/*
+ * tp.h - the engine: one libuv loop, listeners, connections, pools, the TLS
+ * stream and logging.
+ *
+ * The engine knows nothing of wire protocols: it moves bytes, asks the
+ * protocol ops (protocols/protocol.h) what they mean, and keeps the pools.
+ * Everything hangs off one tp_t; there are no mutable globals.
+ */
+#ifndef TP_TP_H
+#define TP_TP_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+#include <openssl/ssl.h>
+
+#include "conf/conf.h"
+#include "auth/auth.h"
+#include "protocols/protocol.h"
+
+/* ---- intrusive doubly linked list ---- */
+typedef struct tp_list {
+	struct tp_list *prev, *next;
+} tp_list_t;
+
+#define tp_container_of(ptr, type, member) \
+	((type *)((char *)(ptr)-offsetof(type, member)))
+
+static inline void tp_list_init(tp_list_t *l)
+{
+	l->prev = l->next = l;
+}
+static inline bool tp_list_empty(const tp_list_t *l)
+{
+	return l->next == l;
+}
+static inline void tp_list_append(tp_list_t *l, tp_list_t *n)
+{
+	n->prev = l->prev;
+	n->next = l;
+	l->prev->next = n;
+	l->prev = n;
+}
+static inline void tp_list_remove(tp_list_t *n)
+{
+	n->prev->next = n->next;
+	n->next->prev = n->prev;
+	n->prev = n->next = n;
+}
+
+/* ---- logging ---- */
+typedef enum {
+	TP_LOG_DEBUG = CONF_LOG_DEBUG,
+	TP_LOG_INFO = CONF_LOG_INFO,
+	TP_LOG_WARN = CONF_LOG_WARN,
+	TP_LOG_ERROR = CONF_LOG_ERROR
+} tp_log_level_t;
+
+void tp_log_setup(conf_log_level_t level, bool json);
+bool tp_log_enabled(tp_log_level_t level);
+/* conn may be NULL. Never pass a secret to the format. */
+void tp_log(tp_log_level_t level, tp_conn_t *conn, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void tp_logv(tp_log_level_t level, tp_conn_t *conn, const char *fmt,
+	     va_list ap);
+
+/* ---- TLS stream over memory BIOs ---- */
+/*
+ * Whoever carries the ciphertext (the socket directly, or a protocol that
+ * wraps TLS records in its own packets) feeds what arrives with
+ * tp_tls_feed() and sends what tp_tls_pending() reports. Plaintext goes in
+ * with tp_tls_write() and comes out of tp_tls_read().
+ */
+typedef struct tp_tls {
+	SSL *ssl;
+	BIO *rbio; /* network -> SSL */
+	BIO *wbio; /* SSL -> network */
+	bool done; /* handshake finished */
+	bool client;
+} tp_tls_t;
+
+tp_tls_t *tp_tls_new(SSL_CTX *ctx, bool client, const char *server_name);
+void tp_tls_free(tp_tls_t *tls);
+int tp_tls_feed(tp_tls_t *tls, const void *buf, size_t len) TP_MUST_CHECK;
+/* 0 when the handshake is done, TP_EAGAIN while it needs more, TP_ETLS. */
+int tp_tls_handshake(tp_tls_t *tls, char *err, size_t errlen) TP_MUST_CHECK;
+/* Plaintext out: bytes read (> 0), 0 when nothing is ready, or TP_ETLS /
+ * TP_EIO (peer closed). */
+int tp_tls_read(tp_tls_t *tls, void *buf, size_t cap) TP_MUST_CHECK;
+int tp_tls_write(tp_tls_t *tls, const void *buf, size_t len) TP_MUST_CHECK;
+/* Ciphertext waiting to be sent. */
+size_t tp_tls_pending(tp_tls_t *tls);
+size_t tp_tls_take(tp_tls_t *tls, void *buf, size_t cap);
+const char *tp_tls_version(tp_tls_t *tls);
+
+/* Upstream context for one pool's server.tls settings. */
+SSL_CTX *tp_tls_client_ctx(const conf_server_tls_t *tls, char *err,
+			   size_t errlen);
+/* Local context: configured certificate or a self-signed one. */
+SSL_CTX *tp_tls_server_ctx(const conf_client_tls_t *tls, char *err,
+			   size_t errlen);
+
+/* ---- connections ---- */
+typedef enum {
+	TP_SIDE_CLIENT,
+	TP_SIDE_SERVER,
+} tp_side_t;
+
+#define TP_CONN_STATE_MAP(X)                 \
+	X(C_LOGIN, "client login")           \
+	X(C_IDLE, "client idle")             \
+	X(C_WAITING, "client waiting")       \
+	X(C_ACTIVE, "client active")         \
+	X(S_CONNECTING, "server connecting") \
+	X(S_IDLE, "server idle")             \
+	X(S_ACTIVE, "server active")         \
+	X(S_RESET, "server resetting")       \
+	X(S_CANCEL, "server cancel link")    \
+	X(CLOSING, "closing")
+
+typedef enum {
+#define TP_STATE_ENUM(name, desc) TP_##name,
+	TP_CONN_STATE_MAP(TP_STATE_ENUM)
+#undef TP_STATE_ENUM
+	    TP_CONN_NSTATES
+} tp_conn_state_t;
+
+const char *tp_conn_state_name(tp_conn_state_t st);
+
+/* Buffers come in blocks of this size (larger only for large messages). */
+#define TP_BLOCK       (64u * 1024u)
+#define TP_BLOCK_CACHE 256
+
+typedef struct tp_buf {
+	uint8_t *data;
+	size_t len, cap;
+} tp_buf_t;
+
+typedef struct tp_t tp_t;
+typedef struct tp_pool tp_pool_t;
+typedef struct tp_listener tp_listener_t;
+
+struct tp_conn {
+	uv_tcp_t tcp;
+	uv_timer_t timer; /* login, wait and connect timeouts */
+	tp_t *tp;
+	uint64_t id;
+	tp_side_t side;
+	tp_conn_state_t state;
+	tp_list_t node; /* in exactly one list matching state */
+	tp_pool_t *pool;
+	tp_listener_t *listener; /* clients */
+	tp_conn_t *peer;
+	const tp_protocol_t *proto;
+	void *pstate;
+	tp_tls_t *tls;
+	bool tls_pending; /* handshake running */
+	tp_buf_t in;	  /* plaintext received, not yet consumed */
+	tp_buf_t out;	  /* plaintext to send at the next flush */
+	size_t fwd_left;  /* bytes of the current message still to pass */
+	int pending;	  /* server: requests sent, replies not finished */
+	size_t write_queued;
+	bool reading;
+	bool reconnecting; /* socket closing to try the next address */
+	bool closing;
+	bool close_after_flush;
+	bool pinned;	    /* client keeps its server (session state) */
+	bool broken;	    /* server: never reuse */
+	bool needs_welcome; /* client: send welcome when a server is linked */
+	int open_handles;
+	tp_route_t route;      /* clients */
+	uint8_t client_key[8]; /* clients: synthetic cancel key */
+	tp_login_t login;      /* servers */
+	char *secret;	       /* servers: copy of the token during login */
+	uv_getaddrinfo_t gai;
+	struct addrinfo *addrs, *addr_next; /* servers: resolved, to try */
+	uv_connect_t connect_req;
+	auth_wait_t *token_wait;
+	uint64_t created_ms, last_used_ms;
+	int fail_err;
+	char fail_msg[256];
+	char peer_name[80];
+};
+
+/* Moves c to a new state and the matching list; the one place that does. */
+void tp_conn_set_state(tp_conn_t *c, tp_conn_state_t st);
+/* Closes now (if not already closing); reason is logged. Frees in the
+ * close callbacks, never inside the caller's stack. */
+void tp_conn_close(tp_conn_t *c, const char *reason);
+/* Sends a protocol error, then closes after the flush. */
+void tp_conn_error_close(tp_conn_t *c, int err, const char *msg);
+void tp_conn_flush(tp_conn_t *c);
+void tp_conn_start_read(tp_conn_t *c);
+void tp_conn_stop_read(tp_conn_t *c);
+tp_conn_t *tp_conn_new(tp_t *tp, tp_side_t side, const tp_protocol_t *proto);
+/* Handles whatever is in c->in according to its state. */
+void tp_conn_process(tp_conn_t *c);
+/* Close callback of a connection's handles; frees after the last. */
+void tp_conn_handle_closed(uv_handle_t *h);
+/* Drops the first n bytes of a buffer. */
+void tp_buf_consume(tp_buf_t *b, size_t n);
+/* A TLS handshake on c just finished. */
+void tp_conn_tls_ready(tp_conn_t *c);
+/* Server side: start the protocol login once TCP is up. */
+void tp_server_begin_login(tp_conn_t *s);
+
+/* ---- pools ---- */
+struct tp_pool {
+	tp_t *tp;
+	const conf_pool_t *conf;
+	const conf_identity_t *identity;
+	const tp_protocol_t *proto;
+	SSL_CTX *server_ctx;
+	auth_verifier_t *verifiers; /* one per conf->clients[i] */
+	uint8_t *welcome;	    /* server parameters for client welcomes */
+	size_t welcome_len;
+	/* one list per state */
+	tp_list_t c_idle, c_waiting, c_active;
+	tp_list_t s_connecting, s_idle, s_active, s_reset;
+	int count[TP_CONN_NSTATES]; /* connections per state */
+	int nclients; /* every client routed here, logins included */
+	int last_fail_err;
+	char last_fail[256];
+	uint64_t stat_logins_ok, stat_logins_failed;
+};
+
+int tp_pool_init(tp_pool_t *pool, tp_t *tp, const conf_t *conf,
+		 const conf_pool_t *pc, char *err, size_t errlen) TP_MUST_CHECK;
+void tp_pool_destroy(tp_pool_t *pool);
+/* The client needs a server: link one now or queue it. */
+void tp_pool_acquire(tp_pool_t *pool, tp_conn_t *client);
+/* The client is done with its server (boundary or disconnect). */
+void tp_pool_release(tp_pool_t *pool, tp_conn_t *client);
+/* A server has finished login or reset and can serve. */
+void tp_pool_server_ready(tp_pool_t *pool, tp_conn_t *server);
+/* A server login failed: tell the waiting clients if nobody can serve
+ * them. */
+void tp_pool_server_failed(tp_pool_t *pool, int err, const char *msg);
+/* A client left: unlink, count, free its place. */
+void tp_pool_client_gone(tp_pool_t *pool, tp_conn_t *client);
+void tp_pool_server_gone(tp_pool_t *pool, tp_conn_t *server);
+/* Periodic: idle_timeout, lifetime, min_idle. */
+void tp_pool_janitor(tp_pool_t *pool);
+/* Opens a connection to send a cancel for what server runs. */
+void tp_pool_cancel(tp_pool_t *pool, tp_conn_t *server);
+
+/* ---- listeners ---- */
+struct tp_listener {
+	uv_tcp_t tcp;
+	tp_t *tp;
+	char *addr; /* "host:port" */
+	const tp_protocol_t *proto;
+	tp_pool_t **pools; /* pools on this address, config order */
+	size_t npools;
+	SSL_CTX *client_ctx; /* NULL when client TLS is disabled */
+	bool closing;
+};
+
+/* ---- the context ---- */
+struct tp_t {
+	uv_loop_t *loop;
+	conf_t *conf;
+	auth_tokens_t *tokens;
+	tp_pool_t *pools;
+	size_t npools;
+	tp_listener_t *listeners;
+	size_t nlisteners;
+	tp_list_t logins;  /* clients before routing */
+	tp_list_t cancels; /* links sending a cancel upstream */
+	uv_signal_t sigterm, sigint;
+	uv_timer_t janitor;
+	uint64_t next_id;
+	bool stopping;
+	int exit_code;
+	uint8_t scratch[64 * 1024];	 /* ciphertext read buffer */
+	uint8_t *blocks[TP_BLOCK_CACHE]; /* free TP_BLOCK buffers */
+	size_t nblocks;
+};
+
+int tp_init(tp_t *tp, uv_loop_t *loop, conf_t *conf, char *err,
+	    size_t errlen) TP_MUST_CHECK;
+int tp_run(tp_t *tp);
+void tp_stop(tp_t *tp, int exit_code);
+uint64_t tp_now_ms(tp_t *tp);
+/* Finds the client holding this synthetic key (cancel requests). */
+tp_conn_t *tp_find_client_by_key(tp_t *tp, const uint8_t *key, size_t len);
+
+#endif

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The test command: installs dependencies, builds, then runs
+#   1. unit tests (ctest) and integration tests (pytest, real servers and
+#      clients against the rig in tests/rig) on a Release build;
+#   2. the same suite on an ASan+UBSan build;
+#   3. every libFuzzer target for a bounded time (FUZZ_SECONDS, default 20).
+# Exits non-zero on the first failing stage.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+
+bash tests/deps.sh
+
+jobs=$(nproc)
+stage() { printf '\n==== %s ====\n' "$*"; }
+
+run_suite() {
+	local build=$1; shift
+	stage "build $build ($*)"
+	cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
+	cmake --build "$build" -j "$jobs" >/dev/null
+	stage "unit tests ($build)"
+	ctest --test-dir "$build" --output-on-failure
+	stage "integration tests ($build)"
+	TOKENPOOL_BIN="$repo/$build/tokenpool" /usr/bin/python3 -m pytest \
+		-q -p no:cacheprovider tests/integration
+}
+
+run_suite build
+if [ "${TP_SKIP_SANITIZE:-0}" != 1 ]; then
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		run_suite build-asan -DTP_SANITIZE=ON
+fi
+if [ "${TP_SKIP_FUZZ:-0}" != 1 ]; then
+	stage "fuzzing (${FUZZ_SECONDS:-20} s per target)"
+	FUZZ_SECONDS=${FUZZ_SECONDS:-20} bash tests/fuzz/run.sh build-fuzz
+fi
+stage "all stages passed"
