@@ -106,7 +106,8 @@ typedef struct tp_protocol {
 	/* Length of the next message: 0 and *msg_len, TP_EAGAIN, or
 	 * TP_EPROTO / TP_ETOOBIG. */
 	int (*frame)(const uint8_t *buf, size_t len, size_t *msg_len);
-	/* Classify a client message; have is min(len available, msg_len). */
+	/* Classify a client message; have is min(len available, msg_len).
+	 * Pure: the engine may ask twice about the same message. */
 	int (*client_msg)(tp_conn_t *c, const uint8_t *msg, size_t have,
 			  size_t msg_len);
 	int (*server_msg)(tp_conn_t *s, const uint8_t *msg, size_t have,

@@ -289,6 +289,19 @@ static void forward(tp_conn_t *src)
 		tp_conn_stop_read(src);
 }
 
+/* A client without a server that only says goodbye needs no server for
+ * that: close it here instead of queueing for one. */
+static bool client_says_goodbye(tp_conn_t *c)
+{
+	size_t n;
+
+	if (c->proto->frame(c->in.data, c->in.len, &n) != 0 || n > c->in.len ||
+	    !(c->proto->client_msg(c, c->in.data, n, n) & TP_MSG_CLOSE))
+		return false;
+	tp_conn_close(c, "client said goodbye");
+	return true;
+}
+
 void tp_conn_process(tp_conn_t *c)
 {
 	if (c->closing || c->close_after_flush)
@@ -298,7 +311,7 @@ void tp_conn_process(tp_conn_t *c)
 		process_client_login(c);
 		break;
 	case TP_C_IDLE:
-		if (c->in.len)
+		if (c->in.len && !client_says_goodbye(c))
 			tp_pool_acquire(c->pool, c);
 		break;
 	case TP_C_WAITING:

@@ -18,8 +18,11 @@
 
 #include "proxy/tp.h"
 
-/* Tokens must outlive the login that presents them by at least this. */
-#define TP_TOKEN_MIN_VALID 60.0
+/* A token must still be valid when the server checks it, a few
+ * milliseconds after we send it; the margin covers a slow login. A larger
+ * one would throw away a still-valid token while refreshes are failing,
+ * and would make short-lived tokens useless. */
+#define TP_TOKEN_MIN_VALID 2.0
 
 static double conf_ms(double seconds)
 {

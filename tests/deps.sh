@@ -17,8 +17,11 @@ pkgs=(
 	openssl ca-certificates
 	postgresql postgresql-client pgbouncer libpam0g-dev
 	python3 python3-psycopg2 python3-pytest
-	nodejs npm
 )
+# Node may come from elsewhere on a machine (with its own npm); only a
+# machine without it gets Debian's.
+command -v node >/dev/null || pkgs+=(nodejs)
+command -v npm >/dev/null || pkgs+=(npm)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -397,7 +397,7 @@ def test_fault_hang_blocks_only_that_request(rig):
     time.sleep(0.2)  # let the hang take hold before the next request
     t0 = time.monotonic()
     status, _, _ = rig.idp_request("GET", imds_path(rig.pg_audience), headers={"Metadata": "true"})
-    assert status == 200 and time.monotonic() - t0 < 1
+    assert status == 200 and time.monotonic() - t0 < 3  # not queued behind the hang
     with pytest.raises(socket.timeout):
         s.recv(4096)  # still nothing for the hung client
     s.close()

@@ -1,0 +1,505 @@
+"""Faults around tokenpool's PostgreSQL pools, seen from a client.
+
+Identity endpoint (the rig's IdP):
+  * while a valid token is cached, refresh attempts that meet a 500, a 429
+    with Retry-After, a hang or a connection reset cost clients nothing;
+  * with no valid token, a client gets 08006 naming the identity problem
+    within the pool's connect_timeout, and service comes back by itself when
+    the endpoint recovers;
+  * a configuration error (identity or resource the tenant does not know)
+    gives 08006 naming it.
+Upstream (the rig's PostgreSQL):
+  * restarted while clients run queries: those whose server died get an
+    error, the rest of the run succeeds, tokenpool neither crashes nor leaks;
+  * stopped: 08006 "cannot connect ... connection refused" within
+    connect_timeout; started again: service resumes.
+
+The SQLSTATE of a refused login is read from the wire with a small raw
+protocol client: libpq does not expose it for a failed connection.
+
+Runtime: about 45 s (the hang case alone waits out tokenpool's 10 s HTTP
+timeout for the identity endpoint).
+"""
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import signal
+import socket
+import struct
+import threading
+import time
+import uuid
+
+import psycopg2
+import pytest
+
+from conftest import CLIENT_PASSWORD, CLIENT_USER
+
+# The pool's connect_timeout (server login, token wait included) in the
+# tests that expect a refusal: the refusal must come within it (+2 s slack).
+CONNECT_TIMEOUT = 3
+
+
+# ---------------------------------------------------------------- raw client
+
+class LoginRefused(Exception):
+    """An ErrorResponse during login: .sqlstate, .message, .fields."""
+
+    def __init__(self, fields):
+        self.fields = fields
+        self.sqlstate = fields.get("C")
+        self.message = fields.get("M", "")
+        super().__init__(f"{fields.get('S')} {self.sqlstate}: {self.message}")
+
+
+def _recv_exact(sock, n):
+    out = b""
+    while len(out) < n:
+        chunk = sock.recv(n - len(out))
+        if not chunk:
+            raise ConnectionError(f"connection closed after {len(out)} of {n} bytes")
+        out += chunk
+    return out
+
+
+def _msg(kind, body):
+    return kind + struct.pack("!I", len(body) + 4) + body
+
+
+def raw_login(port, user=CLIENT_USER, password=CLIENT_PASSWORD, database=None, timeout=30):
+    """Log in with the raw v3 protocol (SCRAM-SHA-256 or cleartext).
+    Returns the socket after ReadyForQuery; raises LoginRefused."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        params = b"user\0" + user.encode() + b"\0"
+        if database:
+            params += b"database\0" + database.encode() + b"\0"
+        body = struct.pack("!I", 196608) + params + b"\0"
+        sock.sendall(struct.pack("!I", len(body) + 4) + body)
+        scram = None
+        while True:
+            kind = _recv_exact(sock, 1)
+            (length,) = struct.unpack("!I", _recv_exact(sock, 4))
+            body = _recv_exact(sock, length - 4)
+            if kind == b"E":
+                fields = {}
+                for part in body.split(b"\0"):
+                    if part:
+                        fields[chr(part[0])] = part[1:].decode(errors="replace")
+                raise LoginRefused(fields)
+            if kind == b"Z":
+                return sock
+            if kind != b"R":
+                continue
+            (code,) = struct.unpack("!I", body[:4])
+            data = body[4:]
+            if code == 3:
+                sock.sendall(_msg(b"p", password.encode() + b"\0"))
+            elif code == 10:
+                nonce = base64.b64encode(secrets.token_bytes(18)).decode()
+                first_bare = f"n=,r={nonce}"
+                first = ("n,," + first_bare).encode()
+                sock.sendall(_msg(b"p", b"SCRAM-SHA-256\0" + struct.pack("!i", len(first)) + first))
+                scram = (nonce, first_bare)
+            elif code == 11:
+                nonce, first_bare = scram
+                server_first = data.decode()
+                attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
+                salted = hashlib.pbkdf2_hmac("sha256", password.encode(),
+                                             base64.b64decode(attrs["s"]), int(attrs["i"]))
+                client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+                stored_key = hashlib.sha256(client_key).digest()
+                without_proof = f"c=biws,r={attrs['r']}"
+                auth_msg = f"{first_bare},{server_first},{without_proof}".encode()
+                sig = hmac.new(stored_key, auth_msg, hashlib.sha256).digest()
+                proof = bytes(a ^ b for a, b in zip(client_key, sig))
+                sock.sendall(_msg(b"p", f"{without_proof},p={base64.b64encode(proof).decode()}".encode()))
+            elif code in (0, 12):
+                pass
+            else:
+                raise AssertionError(f"unexpected authentication request {code}")
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _read_until_ready(sock):
+    """Read a query's answer; raise LoginRefused on an ErrorResponse."""
+    while True:
+        kind = _recv_exact(sock, 1)
+        (length,) = struct.unpack("!I", _recv_exact(sock, 4))
+        body = _recv_exact(sock, length - 4)
+        if kind == b"E":
+            fields = {}
+            for part in body.split(b"\0"):
+                if part:
+                    fields[chr(part[0])] = part[1:].decode(errors="replace")
+            raise LoginRefused(fields)
+        if kind == b"Z":
+            return
+
+
+def refused_session(tp, timeout=30):
+    """Log in and run one query, expecting an error at either step: once a
+    pool has served a client, tokenpool may finish a client's login from its
+    cached server parameters and meet upstream problems at the first query.
+    Returns (LoginRefused, seconds from connect to the error)."""
+    t0 = time.monotonic()
+    try:
+        sock = raw_login(tp.listen[1], database=tp.config["pools"][0]["name"], timeout=timeout)
+        try:
+            sock.sendall(_msg(b"Q", b"SELECT 1\0"))
+            _read_until_ready(sock)
+        finally:
+            sock.close()
+    except LoginRefused as e:
+        return e, time.monotonic() - t0
+    pytest.fail("login and query succeeded; expected an error\n" + tp.output()[-4000:])
+
+
+# ---------------------------------------------------------------- helpers
+
+def whoami(tp, **dsn):
+    conn = psycopg2.connect(tp.pg_dsn(**dsn))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT current_user")
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def imds_stats(rig):
+    st = rig.idp_stats()
+    return st["requests"]["imds"], st["issued"]["imds"], st
+
+
+def wait_until(cond, timeout, what, step=0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(step)
+
+
+class LoginLoop:
+    """Client threads that connect, run a query and disconnect, over and
+    over, until stopped. Records every attempt (start time, error or None)."""
+
+    def __init__(self, tp, threads=2, query="SELECT current_user"):
+        self.tp = tp
+        self.query = query
+        self.attempts = []
+        self.users = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self):
+        while not self._stop.is_set():
+            t = time.monotonic()
+            err = None
+            try:
+                conn = psycopg2.connect(self.tp.pg_dsn(connect_timeout=20))
+                try:
+                    with conn.cursor() as cur:
+                        cur.execute(self.query)
+                        user = cur.fetchone()[0]
+                finally:
+                    conn.close()
+            except psycopg2.Error as e:
+                err = str(e).strip()
+                user = None
+            with self._lock:
+                self.attempts.append((t, err))
+                if user:
+                    self.users.add(user)
+            if err:
+                time.sleep(0.05)
+
+    def __enter__(self):
+        for th in self._threads:
+            th.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        for th in self._threads:
+            th.join(60)
+            assert not th.is_alive(), "a client thread is stuck"
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def errors(self):
+        with self._lock:
+            return [e for _, e in self.attempts if e]
+
+    def ok_count(self):
+        with self._lock:
+            return sum(1 for _, e in self.attempts if e is None)
+
+
+def churn_pool(**extra):
+    """Pool settings that make tokenpool log in upstream all the time: a
+    server lives 1 s, so client logins keep needing new server logins."""
+    pool = {"mode": "session", "size": 4, "lifetime": 1, "idle_timeout": 1,
+            "connect_timeout": 10, "wait_timeout": 20}
+    pool.update(extra)
+    return pool
+
+
+# ---------------------------------------------------------------- identity endpoint faults, token cached
+
+# How these tests make a refresh due while a valid token is cached: the
+# rig issues short tokens. After a fetch, tokenpool schedules the refresh
+# at half the remaining life for tokens under 2 min (auth/tokens.c
+# auth_refresh_after_fetch), retries failures with backoff from 1 s (or
+# Retry-After), and a server login takes a cached token while it has 2 s
+# left (proxy/pool.c TP_TOKEN_MIN_VALID). So with lifetime L the refresh
+# meets the faults at L/2, and the cached token must carry logins through
+# the faults until L - 2:
+#   500 x2, reset x2: retries after ~1 s and ~2 s: refreshed by L/2 + 3;
+#   429 x1, Retry-After 3: refreshed by L/2 + 3;
+#   hang x1: tokenpool gives up after its 10 s HTTP timeout, retries after
+#   ~1 s: refreshed by L/2 + 11.
+# L leaves 3 s or more of margin. Each case runs about L - 3 seconds.
+FAULTS = {
+    # kind: (count, retry_after, lifetime)
+    "500": (2, None, 16),
+    "429": (1, 3, 16),
+    "reset": (2, None, 16),
+    "hang": (1, None, 32),
+}
+
+
+@pytest.mark.parametrize("kind", list(FAULTS))
+def test_identity_fault_while_token_cached_costs_clients_nothing(rig, tokenpool, pg_config, kind):
+    count, retry_after, lifetime = FAULTS[kind]
+    rig.idp_config(lifetime=lifetime)
+    tp = tokenpool(pg_config(pool=churn_pool()))
+    # The token is fetched at start; only then do the faults go in.
+    wait_until(lambda: imds_stats(rig)[1] >= 1, 10, "the first token")
+    assert whoami(tp) == rig.identity("system")["db_user"]
+    rig.idp_fault(kind, count=count, retry_after=retry_after)
+    t_fault = time.time()
+
+    def faults_served_and_refreshed():
+        requests, issued, st = imds_stats(rig)
+        return st["faults"].get(kind, 0) >= count and issued >= 2
+
+    with LoginLoop(tp, threads=2) as loop:
+        # Bounded by the cached token's life.
+        wait_until(faults_served_and_refreshed, lifetime,
+                   f"{count} x {kind} served to refresh attempts and a refresh after them")
+        time.sleep(1.5)  # keep logging in on the refreshed token
+    requests, issued, st = imds_stats(rig)
+    errors = loop.errors()
+    assert not errors, f"{len(errors)} client errors during {kind} faults, first: {errors[:3]}\n" \
+                       + tp.output()[-6000:]
+    assert loop.ok_count() >= 20
+    assert loop.users == {rig.identity("system")["db_user"]}
+    assert st["faults"] == {kind: count}, st
+    assert tp.running
+    if kind == "429":
+        # Retry-After is honoured: no request sooner than it says.
+        recent = [r for r in st["recent"] if r["t"] >= t_fault - 0.5]
+        times = [r["t"] for r in recent]
+        for i, r in enumerate(recent[:-1]):
+            if r.get("fault") == "429":
+                gap = times[i + 1] - r["t"]
+                assert gap >= retry_after - 0.2, \
+                    f"request {gap:.2f}s after a 429 with Retry-After: {retry_after}: {recent}"
+
+
+# ---------------------------------------------------------------- identity endpoint faults, no token
+
+def _assert_names_identity_problem(err, *needles):
+    assert err.sqlstate == "08006", f"{err.sqlstate}: {err.message}"
+    low = err.message.lower()
+    assert "token" in low and "imds" in low, err.message
+    for n in needles:
+        assert n.lower() in low, f"{n!r} not in {err.message!r}"
+
+
+@pytest.mark.parametrize("kind", ["500", "hang"])
+def test_no_token_gives_08006_within_connect_timeout_then_recovers(rig, tokenpool, pg_config, kind):
+    rig.idp_fault(kind, count=-1)  # from before the first fetch, until cleared
+    tp = tokenpool(pg_config(pool={"connect_timeout": CONNECT_TIMEOUT, "wait_timeout": 20}))
+    err, took = refused_session(tp)
+    _assert_names_identity_problem(err, *(["500"] if kind == "500" else []))
+    assert took < CONNECT_TIMEOUT + 2, f"refusal took {took:.1f}s"
+    # A second client while the endpoint still fails: same answer.
+    err2, took2 = refused_session(tp)
+    assert err2.sqlstate == "08006" and took2 < CONNECT_TIMEOUT + 2, (err2, took2)
+
+    rig.idp_fault("none")  # the endpoint recovers (hung requests released)
+    t0 = time.monotonic()
+    pid = tp.pid
+    assert whoami(tp, connect_timeout=10) == rig.identity("system")["db_user"]
+    assert time.monotonic() - t0 < 5, "service did not resume within a few seconds"
+    assert tp.running and tp.pid == pid
+    assert rig.idp_stats()["issued"]["imds"] >= 1
+
+
+@pytest.mark.parametrize("what", ["unknown_client_id", "unknown_resource"])
+def test_identity_configuration_error_gives_08006_naming_it(rig, tokenpool, pg_config, what):
+    if what == "unknown_client_id":
+        bogus = str(uuid.uuid4())
+        cfg = pg_config(identity={"client_id": bogus},
+                        pool={"connect_timeout": CONNECT_TIMEOUT, "wait_timeout": 20})
+        needles = ["identity not found", bogus]
+    else:
+        cfg = pg_config(server={"scope": "https://no-such-resource.example.net/.default"},
+                        pool={"connect_timeout": CONNECT_TIMEOUT, "wait_timeout": 20})
+        needles = ["AADSTS500011", "no-such-resource.example.net"]
+    tp = tokenpool(cfg)
+    err, took = refused_session(tp)
+    _assert_names_identity_problem(err, "configuration", *needles)
+    assert took < CONNECT_TIMEOUT + 2, f"refusal took {took:.1f}s"
+    assert tp.running
+
+
+# ---------------------------------------------------------------- upstream faults
+
+def _vmrss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def _fds(pid):
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            pass
+    return sorted(out)
+
+
+def _backends(rig, user):
+    return int(rig.psql_admin(f"SELECT count(*) FROM pg_stat_activity WHERE usename = '{user}';\n").strip())
+
+
+class SessionClients:
+    """Clients that stay connected and run queries in a loop; on an error
+    they record it and reconnect. Per client: list of (time, error|None)."""
+
+    def __init__(self, tp, n):
+        self.tp = tp
+        self.log = [[] for _ in range(n)]
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(n)]
+
+    def _run(self, i):
+        conn = None
+        while not self._stop.is_set():
+            t = time.monotonic()
+            try:
+                if conn is None:
+                    conn = psycopg2.connect(self.tp.pg_dsn(connect_timeout=10))
+                    conn.autocommit = True
+                with conn.cursor() as cur:
+                    cur.execute("SELECT count(*) FROM generate_series(1, 1000)")
+                    assert cur.fetchone()[0] == 1000
+                self.log[i].append((t, None))
+                time.sleep(0.01)
+            except psycopg2.Error as e:
+                notices = " | ".join(n.strip() for n in (conn.notices if conn is not None else []))
+                self.log[i].append((t, (str(e).strip() or type(e).__name__)
+                                    + (f" [notices: {notices}]" if notices else "")))
+                try:
+                    if conn is not None:
+                        conn.close()
+                except psycopg2.Error:
+                    pass
+                conn = None
+                time.sleep(0.05)
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self):
+        for th in self._threads:
+            th.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for th in self._threads:
+            th.join(60)
+            assert not th.is_alive(), "a client thread is stuck"
+
+
+def _quiet(rig, tp, user):
+    """Wait until tokenpool holds no server connection (idle_timeout 1 s)."""
+    wait_until(lambda: _backends(rig, user) == 0, 10, "idle server connections to close")
+    time.sleep(1.2)  # let tokenpool finish closing its side too
+
+
+def test_postgres_restart_mid_run(rig, tokenpool, pg_config):
+    user = rig.identity("system")["db_user"]
+    n = 4
+    tp = tokenpool(pg_config(pool={"mode": "session", "size": n + 1, "idle_timeout": 1,
+                                   "connect_timeout": 5, "wait_timeout": 10}))
+    # Warm up with the same load, so allocator pools have grown before we
+    # take the baseline.
+    with SessionClients(tp, n) as warm:
+        time.sleep(2)
+    assert all(any(e is None for _, e in log) for log in warm.log)
+    assert not [e for log in warm.log for _, e in log if e]
+    _quiet(rig, tp, user)
+    rss_before, fds_before = _vmrss_kib(tp.pid), _fds(tp.pid)
+
+    with SessionClients(tp, n) as run:
+        time.sleep(1.5)
+        t_down = time.monotonic()
+        rig.restart_postgres()
+        t_up = time.monotonic()
+        time.sleep(2)
+        # A new client once PostgreSQL is back.
+        assert whoami(tp) == user
+    assert tp.running, "tokenpool died\n" + tp.output()[-6000:]
+
+    for i, log in enumerate(run.log):
+        errs = [(t, e) for t, e in log if e]
+        # This client held a server in session mode: it died with PostgreSQL.
+        assert errs, f"client {i} saw no error across the restart"
+        late = [(t - t_up, e) for t, e in errs if t > t_up + 0.5]
+        assert not late, f"client {i} failed after PostgreSQL was back: {late[:3]}"
+        assert all(t >= t_down - 0.1 for t, _ in errs), f"client {i} failed before the restart: {errs[:3]}"
+        assert any(e is None and t > t_up for t, e in log), f"client {i} never recovered"
+
+    _quiet(rig, tp, user)
+    rss_after, fds_after = _vmrss_kib(tp.pid), _fds(tp.pid)
+    print("DBG", rss_before, rss_after, len(fds_before), len(fds_after), [len(l) for l in run.log], [sum(1 for _, e in l if e) for l in run.log], [(round(t-t_down,3), e) for l in run.log for t, e in l if e])
+    assert len(fds_after) <= len(fds_before), \
+        f"file descriptors before {fds_before}\nafter {fds_after}"
+    assert rss_after - rss_before < 2048, f"VmRSS grew from {rss_before} to {rss_after} KiB"
+    assert whoami(tp) == user
+
+
+def test_postgres_stopped_then_started(rig, tokenpool, pg_config):
+    user = rig.identity("system")["db_user"]
+    tp = tokenpool(pg_config(pool={"connect_timeout": CONNECT_TIMEOUT, "wait_timeout": 20}))
+    assert whoami(tp) == user  # a server connection now sits idle in the pool
+    rig.stop_postgres()
+    err, took = refused_session(tp)
+    assert err.sqlstate == "08006", f"{err.sqlstate}: {err.message}"
+    assert re.search(r"cannot connect.*connection refused", err.message, re.I), err.message
+    assert took < CONNECT_TIMEOUT + 2, f"refusal took {took:.1f}s"
+
+    rig.start_postgres()
+    t0 = time.monotonic()
+    assert whoami(tp, connect_timeout=10) == user
+    assert time.monotonic() - t0 < 5
+    assert tp.running
