@@ -120,6 +120,10 @@ typedef struct tp_protocol {
 	 * through server_read (which returns TP_STEP_DONE when clean), or
 	 * TP_STEP_DONE when nothing needed doing. */
 	tp_step_t (*server_reset)(tp_conn_t *s, bool full);
+	/* A server was just linked to client c: write what makes it match
+	 * the client's session settings. TP_STEP_MORE when replies must be
+	 * read through server_read first (TP_STEP_DONE when in sync). */
+	tp_step_t (*server_sync)(tp_conn_t *s, tp_conn_t *c);
 
 	/* ---- errors ---- */
 	/* Write a protocol-native error for err (a TP_E* code) with msg. */
@@ -132,6 +136,8 @@ const tp_protocol_t *tp_protocol_get(conf_protocol_t id);
 
 /* Append bytes to the connection's output (flushed by the engine). */
 void tp_conn_out(tp_conn_t *c, const void *buf, size_t len);
+/* The linked connection on the other side, or NULL. */
+tp_conn_t *tp_conn_peer(tp_conn_t *c);
 /* The protocol's per-connection state. */
 void *tp_conn_state(tp_conn_t *c);
 /* Connection id for logs. */

@@ -145,6 +145,11 @@ void tp_conn_out(tp_conn_t *c, const void *buf, size_t len)
 	c->out.len += len;
 }
 
+tp_conn_t *tp_conn_peer(tp_conn_t *c)
+{
+	return c->peer;
+}
+
 void *tp_conn_state(tp_conn_t *c)
 {
 	return c->pstate;

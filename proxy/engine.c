@@ -275,6 +275,8 @@ int tp_init(tp_t *tp, uv_loop_t *loop, conf_t *conf, char *err, size_t errlen)
 	uv_timer_init(loop, &tp->janitor);
 	tp->janitor.data = tp;
 	uv_timer_start(&tp->janitor, on_janitor, TP_JANITOR_MS, TP_JANITOR_MS);
+	uv_timer_init(loop, &tp->drain_timer);
+	tp->drain_timer.data = tp;
 	uv_signal_init(loop, &tp->sigterm);
 	uv_signal_init(loop, &tp->sigint);
 	tp->sigterm.data = tp->sigint.data = tp;
@@ -291,6 +293,87 @@ static void close_list(tp_list_t *l, const char *why)
 		tp_conn_close(tp_container_of(l->next, tp_conn_t, node), why);
 }
 
+/* Sends the protocol's "shutting down" error to every client on l. */
+static void refuse_list(tp_list_t *l)
+{
+	tp_list_t *n, *next;
+
+	for (n = l->next; n != l; n = next) {
+		next = n->next;
+		tp_conn_error_close(tp_container_of(n, tp_conn_t, node),
+				    TP_ESHUTDOWN, "the proxy is shutting down");
+	}
+}
+
+static int remaining_clients(tp_t *tp)
+{
+	int n = 0;
+
+	for (size_t i = 0; i < tp->npools; i++)
+		n += tp->pools[i].nclients;
+	return n;
+}
+
+/* The last step: every connection is gone or closing; close the
+ * process-wide handles so the loop ends. */
+static void finish(tp_t *tp)
+{
+	for (size_t i = 0; i < tp->npools; i++) {
+		tp_pool_t *p = &tp->pools[i];
+		tp_list_t *lists[] = {&p->s_connecting, &p->s_idle,
+				      &p->s_active, &p->s_reset};
+
+		for (size_t j = 0; j < sizeof(lists) / sizeof(lists[0]); j++)
+			close_list(lists[j], "shutting down");
+	}
+	close_list(&tp->logins, "shutting down");
+	close_list(&tp->cancels, "shutting down");
+	uv_close((uv_handle_t *)&tp->janitor, NULL);
+	uv_close((uv_handle_t *)&tp->drain_timer, NULL);
+	uv_close((uv_handle_t *)&tp->sigterm, NULL);
+	uv_close((uv_handle_t *)&tp->sigint, NULL);
+	auth_tokens_close(tp->tokens);
+	tp->tokens = NULL;
+}
+
+/* Ticks during a drain: done when no client is left. When
+ * shutdown.timeout has passed, the rest get the shutdown error and a
+ * second to read it, then are closed. */
+static void on_drain_tick(uv_timer_t *t)
+{
+	tp_t *tp = t->data;
+	int left = remaining_clients(tp);
+
+	if (left > 0 && tp_now_ms(tp) < tp->drain_deadline)
+		return;
+	if (left > 0 && !tp->drain_forced) {
+		tp_log(TP_LOG_WARN, NULL,
+		       "shutdown timeout: refusing %d remaining clients", left);
+		for (size_t i = 0; i < tp->npools; i++) {
+			refuse_list(&tp->pools[i].c_active);
+			refuse_list(&tp->pools[i].c_idle);
+			refuse_list(&tp->pools[i].c_waiting);
+		}
+		tp->drain_forced = true;
+		tp->drain_deadline = tp_now_ms(tp) + 1000;
+		return;
+	}
+	for (size_t i = 0; i < tp->npools && left > 0; i++) {
+		close_list(&tp->pools[i].c_active, "shutdown timeout");
+		close_list(&tp->pools[i].c_idle, "shutdown timeout");
+		close_list(&tp->pools[i].c_waiting, "shutdown timeout");
+	}
+	uv_timer_stop(t);
+	finish(tp);
+}
+
+/*
+ * Graceful stop: listeners close at once; clients that are logging in,
+ * waiting, or (in transaction mode) between transactions get the
+ * protocol's shutdown error; clients holding a server finish (session:
+ * until they disconnect; transaction: at their next boundary, see
+ * tp_pool_release). After shutdown.timeout the rest are refused.
+ */
 void tp_stop(tp_t *tp, int exit_code)
 {
 	if (tp->stopping)
@@ -299,22 +382,18 @@ void tp_stop(tp_t *tp, int exit_code)
 	tp->exit_code = exit_code;
 	for (size_t i = 0; i < tp->nlisteners; i++)
 		uv_close((uv_handle_t *)&tp->listeners[i].tcp, NULL);
-	close_list(&tp->logins, "shutting down");
-	close_list(&tp->cancels, "shutting down");
+	refuse_list(&tp->logins);
 	for (size_t i = 0; i < tp->npools; i++) {
 		tp_pool_t *p = &tp->pools[i];
-		tp_list_t *lists[] = {
-		    &p->c_idle, &p->c_waiting, &p->c_active, &p->s_connecting,
-		    &p->s_idle, &p->s_active,  &p->s_reset};
 
-		for (size_t j = 0; j < sizeof(lists) / sizeof(lists[0]); j++)
-			close_list(lists[j], "shutting down");
+		refuse_list(&p->c_waiting);
+		if (p->conf->pool.mode == CONF_POOL_TRANSACTION)
+			refuse_list(&p->c_idle);
+		close_list(&p->s_idle, "shutting down");
 	}
-	uv_close((uv_handle_t *)&tp->janitor, NULL);
-	uv_close((uv_handle_t *)&tp->sigterm, NULL);
-	uv_close((uv_handle_t *)&tp->sigint, NULL);
-	auth_tokens_close(tp->tokens);
-	tp->tokens = NULL;
+	tp->drain_deadline =
+	    tp_now_ms(tp) + (uint64_t)(tp->conf->shutdown_timeout * 1000);
+	uv_timer_start(&tp->drain_timer, on_drain_tick, 0, 50);
 }
 
 int tp_run(tp_t *tp)

@@ -146,8 +146,16 @@ static void server_step(tp_conn_t *s, tp_step_t step)
 		break;
 	case TP_STEP_DONE:
 		tp_conn_flush(s);
-		if (!s->closing)
-			tp_pool_server_ready(s->pool, s);
+		if (s->closing)
+			break;
+		if (s->syncing) { /* in step with its client: go on */
+			s->syncing = false;
+			uv_timer_stop(&s->timer);
+			if (s->peer && s->peer->in.len)
+				tp_conn_process(s->peer);
+			break;
+		}
+		tp_pool_server_ready(s->pool, s);
 		break;
 	case TP_STEP_CLOSE:
 		if (s->state == TP_S_CANCEL) {
@@ -317,8 +325,14 @@ void tp_conn_process(tp_conn_t *c)
 	case TP_C_WAITING:
 		break; /* buffered until a server is linked */
 	case TP_C_ACTIVE:
+		if (!c->peer->syncing)
+			forward(c);
+		break;
 	case TP_S_ACTIVE:
-		forward(c);
+		if (c->syncing)
+			process_server_login(c);
+		else
+			forward(c);
 		break;
 	case TP_S_CONNECTING:
 	case TP_S_RESET:

@@ -250,9 +250,14 @@ static void get_secret_then_connect(tp_conn_t *s)
 				   TP_TOKEN_MIN_VALID, &tok, &len) == 0) {
 		rc = keep_secret(s, tok, len);
 	} else {
+		/* A little under the login's own deadline, so a client hears
+		 * the identity endpoint's failure rather than a bare timeout.
+		 */
+		double t = pool->conf->pool.connect_timeout - 0.1;
+
 		rc = auth_token_wait(s->tp->tokens, pool->identity, srv->scope,
-				     pool->conf->pool.connect_timeout, on_token,
-				     s, &s->token_wait);
+				     t > 0.05 ? t : 0.05, on_token, s,
+				     &s->token_wait);
 		if (rc == 0)
 			return;
 	}
@@ -361,6 +366,16 @@ static void link_pair(tp_pool_t *pool, tp_conn_t *c, tp_conn_t *s)
 			return;
 		}
 	}
+	if (c->proto->server_sync &&
+	    c->proto->server_sync(s, c) == TP_STEP_MORE) {
+		/* The client's bytes wait until the server is in step. */
+		s->syncing = true;
+		uv_timer_start(
+		    &s->timer, server_timeout,
+		    (uint64_t)conf_ms(pool->conf->pool.connect_timeout), 0);
+		tp_conn_flush(s);
+		return;
+	}
 	if (c->in.len)
 		tp_conn_process(c);
 }
@@ -424,6 +439,10 @@ void tp_pool_server_ready(tp_pool_t *pool, tp_conn_t *s)
 					   : "server reached its lifetime");
 		return;
 	}
+	if (pool->tp->stopping && tp_list_empty(&pool->c_waiting)) {
+		tp_conn_close(s, "shutting down");
+		return;
+	}
 	if (!tp_list_empty(&pool->c_waiting)) {
 		tp_conn_t *c =
 		    tp_container_of(pool->c_waiting.next, tp_conn_t, node);
@@ -442,6 +461,11 @@ void tp_pool_release(tp_pool_t *pool, tp_conn_t *c)
 	tp_conn_set_state(c, TP_C_IDLE);
 	if (s)
 		tp_pool_server_ready(pool, s);
+	if (pool->tp->stopping) { /* draining: this was its last transaction */
+		tp_conn_error_close(c, TP_ESHUTDOWN,
+				    "the proxy is shutting down");
+		return;
+	}
 	if (c->in.len && !c->closing)
 		tp_pool_acquire(pool, c);
 }
@@ -450,8 +474,8 @@ void tp_pool_release(tp_pool_t *pool, tp_conn_t *c)
  * in flight either way (an open transaction is rolled back by the reset). */
 static bool reusable(tp_conn_t *s, tp_conn_t *c)
 {
-	return !s->broken && s->pending == 0 && s->fwd_left == 0 &&
-	       c->fwd_left == 0 && s->in.len == 0;
+	return !s->broken && !s->syncing && s->pending == 0 &&
+	       s->fwd_left == 0 && c->fwd_left == 0 && s->in.len == 0;
 }
 
 void tp_pool_client_gone(tp_pool_t *pool, tp_conn_t *c)

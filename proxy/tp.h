@@ -169,6 +169,7 @@ struct tp_conn {
 	bool pinned;	    /* client keeps its server (session state) */
 	bool broken;	    /* server: never reuse */
 	bool needs_welcome; /* client: send welcome when a server is linked */
+	bool syncing;	    /* server: bringing settings in line with client */
 	int open_handles;
 	tp_route_t route;      /* clients */
 	uint8_t client_key[8]; /* clients: synthetic cancel key */
@@ -271,6 +272,9 @@ struct tp_t {
 	tp_list_t cancels; /* links sending a cancel upstream */
 	uv_signal_t sigterm, sigint;
 	uv_timer_t janitor;
+	uv_timer_t drain_timer;	 /* shutdown: checks whether clients are gone */
+	uint64_t drain_deadline; /* loop ms when shutdown.timeout runs out */
+	bool drain_forced;
 	uint64_t next_id;
 	bool stopping;
 	int exit_code;

@@ -157,6 +157,18 @@ int pg_parse_error(const uint8_t *msg, size_t len, pg_error_t *out)
 	return pos + 1 == len ? 0 : TP_EPROTO;
 }
 
+int pg_parse_param(const uint8_t *msg, size_t len, const char **key,
+		   const char **value)
+{
+	size_t pos = 5;
+
+	if (len < 7 || msg[0] != 'S' || get32(msg + 1) + 1 != len)
+		return TP_EPROTO;
+	*key = take_str(msg, &pos, len);
+	*value = *key ? take_str(msg, &pos, len) : NULL;
+	return *value && pos == len ? 0 : TP_EPROTO;
+}
+
 int pg_parse_sasl_initial(const uint8_t *msg, size_t len, const char **mech,
 			  const uint8_t **data, size_t *data_len)
 {

@@ -31,6 +31,7 @@ enum pg_phase {
 	PGS_AUTH,
 	PGS_READY,
 	PGS_RESET,
+	PGS_SYNC, /* SET of the client's parameters before its first message */
 };
 
 typedef struct pg_state {
@@ -43,6 +44,7 @@ typedef struct pg_state {
 	uint8_t *params;	      /* server side: ParameterStatus msgs */
 	size_t params_len;
 	int reset_pending; /* ReadyForQuery messages still due */
+	pg_vars_t vars;	   /* client: what it asked for; server: what it has */
 } pg_state_t;
 
 static void *pg_conn_new(bool client_side)
@@ -68,6 +70,7 @@ static void pg_conn_free(void *p)
 	}
 	free(st->scram_c);
 	free(st->params);
+	pg_vars_free(&st->vars);
 	free(st);
 }
 
@@ -182,6 +185,9 @@ static tp_step_t on_startup(tp_conn_t *c, const pg_startup_t *su)
 		return fail(c, err, tp_strerror(err));
 	if (r.pool->client_tls.mode == CONF_CTLS_REQUIRE && !tp_conn_tls(c))
 		return fail(c, TP_ECONFIG, "SSL connection is required");
+	for (size_t i = 0; i < su->nparams; i++)
+		if (pg_vars_set(&state(c)->vars, su->keys[i], su->values[i]))
+			return fail(c, TP_EPROTO, "startup parameter too long");
 	return begin_auth(c, &r);
 }
 
@@ -312,6 +318,49 @@ static tp_step_t pg_client_start(tp_conn_t *c)
 	return TP_STEP_MORE; /* the client speaks first */
 }
 
+static void send_param(tp_conn_t *c, const char *key, const char *value)
+{
+	uint8_t hdr[5];
+	size_t k = strlen(key) + 1, v = strlen(value) + 1;
+
+	pg_put_header(hdr, 'S', k + v);
+	tp_conn_out(c, hdr, sizeof(hdr));
+	tp_conn_out(c, key, k);
+	tp_conn_out(c, value, v);
+}
+
+/* The pool's ParameterStatus messages, with the client's own values for
+ * the parameters it set at startup (its server gets them too before the
+ * client's first query runs: see pg_server_sync). The values sent become
+ * what the client expects of every server it gets. */
+static void send_params(tp_conn_t *c, const uint8_t *params, size_t len)
+{
+	pg_vars_t *want = &state(c)->vars;
+	bool sent[PG_NVARS] = {false};
+	size_t pos = 0, n;
+	const char *k, *v;
+	int i;
+
+	while (pos < len && pg_frame(params + pos, len - pos, &n) == 0 &&
+	       n <= len - pos) {
+		if (pg_parse_param(params + pos, n, &k, &v) == 0 &&
+		    (i = pg_var_index(k)) >= 0) {
+			/* No preference means the server's default, not
+			 * whatever the last client left on the server. */
+			if (!want->val[i] && pg_vars_set(want, k, v) != 0)
+				tp_conn_debug(c, "cannot record %s", k);
+			send_param(c, k, want->val[i] ? want->val[i] : v);
+			sent[i] = true;
+		} else {
+			tp_conn_out(c, params + pos, n);
+		}
+		pos += n;
+	}
+	for (i = 0; i < PG_NVARS; i++)
+		if (want->val[i] && !sent[i])
+			send_param(c, pg_var_name(i), want->val[i]);
+}
+
 static void pg_client_welcome(tp_conn_t *c, const uint8_t *params,
 			      size_t params_len)
 {
@@ -320,7 +369,7 @@ static void pg_client_welcome(tp_conn_t *c, const uint8_t *params,
 
 	n = pg_write_auth(buf, sizeof(buf), 0, NULL, 0);
 	tp_conn_out(c, buf, n);
-	tp_conn_out(c, params, params_len);
+	send_params(c, params, params_len);
 	n = pg_write_key_data(buf, sizeof(buf), tp_conn_client_key(c));
 	tp_conn_out(c, buf, n);
 	n = pg_write_ready(buf, sizeof(buf), 'I');
@@ -513,7 +562,22 @@ static tp_step_t keep_param(tp_conn_t *s, const uint8_t *msg, size_t n)
 	return TP_STEP_MORE;
 }
 
-/* One message during login or reset. */
+/* A ParameterStatus from a server: its value now (and, while syncing or
+ * forwarding, the linked client's too, in the server's spelling). */
+static void record_param(tp_conn_t *s, const uint8_t *msg, size_t n)
+{
+	tp_conn_t *c = tp_conn_peer(s);
+	const char *k, *v;
+
+	if (pg_parse_param(msg, n, &k, &v) != 0)
+		return;
+	if (pg_vars_set(&state(s)->vars, k, v) != 0 || !c)
+		return;
+	if (pg_vars_set(&state(c)->vars, k, v) != 0)
+		tp_conn_debug(c, "cannot record parameter %s", k);
+}
+
+/* One message during login, reset or sync. */
 static tp_step_t server_login_msg(tp_conn_t *s, const tp_login_t *login,
 				  const uint8_t *msg, size_t n)
 {
@@ -528,6 +592,7 @@ static tp_step_t server_login_msg(tp_conn_t *s, const tp_login_t *login,
 	case 'E':
 		return on_server_error(s, msg, n);
 	case 'S':
+		record_param(s, msg, n);
 		return st->phase == PGS_READY ? keep_param(s, msg, n)
 					      : TP_STEP_MORE;
 	case 'K':
@@ -539,9 +604,11 @@ static tp_step_t server_login_msg(tp_conn_t *s, const tp_login_t *login,
 		if (pg_parse_ready(msg, n, &status) != 0)
 			break;
 		st->txn = status;
-		if (st->phase == PGS_RESET && --st->reset_pending > 0)
+		if ((st->phase == PGS_RESET || st->phase == PGS_SYNC) &&
+		    --st->reset_pending > 0)
 			return TP_STEP_MORE;
-		if (st->phase != PGS_READY && st->phase != PGS_RESET)
+		if (st->phase != PGS_READY && st->phase != PGS_RESET &&
+		    st->phase != PGS_SYNC)
 			break;
 		st->phase = PGS_READY;
 		return TP_STEP_DONE;
@@ -624,6 +691,8 @@ static int pg_server_msg(tp_conn_t *s, const uint8_t *msg, size_t have,
 {
 	char status;
 
+	if (msg[0] == 'S' && have == msg_len)
+		record_param(s, msg, have);
 	if (msg[0] != 'Z')
 		return TP_MSG_FORWARD;
 	if (pg_parse_ready(msg, have, &status) != 0)
@@ -658,6 +727,24 @@ static tp_step_t pg_server_reset(tp_conn_t *s, bool full)
 	return TP_STEP_MORE;
 }
 
+static tp_step_t pg_server_sync(tp_conn_t *s, tp_conn_t *c)
+{
+	pg_state_t *st = state(s);
+	char sql[PG_NVARS * (PG_VAR_MAX * 2 + 64)];
+	uint8_t hdr[5];
+	size_t n =
+	    pg_vars_sync_sql(&state(c)->vars, &st->vars, sql, sizeof(sql));
+
+	if (!n)
+		return TP_STEP_DONE;
+	pg_put_header(hdr, 'Q', n + 1);
+	tp_conn_out(s, hdr, sizeof(hdr));
+	tp_conn_out(s, sql, n + 1);
+	st->phase = PGS_SYNC;
+	st->reset_pending = 1;
+	return TP_STEP_MORE;
+}
+
 const tp_protocol_t tp_protocol_pg = {
     .name = "postgres",
     .id = CONF_PROTO_POSTGRES,
@@ -675,5 +762,6 @@ const tp_protocol_t tp_protocol_pg = {
     .client_msg = pg_client_msg,
     .server_msg = pg_server_msg,
     .server_reset = pg_server_reset,
+    .server_sync = pg_server_sync,
     .client_error = pg_client_error,
 };

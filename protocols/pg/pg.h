@@ -78,6 +78,29 @@ int pg_parse_body(const uint8_t *msg, size_t len, char type,
 /* 'Z': transaction status 'I', 'T' or 'E'. */
 int pg_parse_ready(const uint8_t *msg, size_t len, char *status) TP_MUST_CHECK;
 
+/* 'S' ParameterStatus: name and value (NUL-terminated inside msg). */
+int pg_parse_param(const uint8_t *msg, size_t len, const char **key,
+		   const char **value) TP_MUST_CHECK;
+
+/* ---- parameters that follow a client (params.c) ---- */
+#define PG_NVARS   6
+#define PG_VAR_MAX 256
+typedef struct pg_vars {
+	char *val[PG_NVARS]; /* NULL: not set / no preference */
+} pg_vars_t;
+
+/* Index of a tracked parameter (case-insensitive), or -1. */
+int pg_var_index(const char *key);
+const char *pg_var_name(int i);
+/* Records key=value if key is tracked; 0, TP_ETOOBIG or TP_ENOMEM. */
+int pg_vars_set(pg_vars_t *v, const char *key, const char *value);
+void pg_vars_free(pg_vars_t *v);
+/* "SET a TO 'x';SET b TO 'y';" for what want has and have lacks or has
+ * differently; NUL-terminated. Returns its length: 0 when in sync (or out
+ * of room). */
+size_t pg_vars_sync_sql(const pg_vars_t *want, const pg_vars_t *have, char *out,
+			size_t cap);
+
 /* Whether a SQL text starts with a statement that leaves session state on
  * the server (SET, LISTEN, PREPARE, temp tables, ...). */
 bool pg_sql_pins(const char *sql, size_t len);

@@ -5,7 +5,6 @@ ErrorResponse with SQLSTATE 08P01, then close; nothing hangs) and that
 tokenpool is still alive and serving a normal client afterwards.
 """
 
-import os
 import random
 import selectors
 import socket

@@ -56,6 +56,22 @@ def active_sleepers(rig):
     return {int(x) for x in out.split()}
 
 
+def psql_sleepers(rig):
+    user = rig.identity("system")["db_user"]
+    out = rig.psql_admin("SELECT pid FROM pg_stat_activity WHERE state = 'active' "
+                         f"AND usename = '{user}' AND query = 'select pg_sleep(30)';\n")
+    return {int(x) for x in out.split()}
+
+
+@pytest.fixture(autouse=True)
+def _no_sleepers_left(rig):
+    """A test that fails leaves pg_sleep(30) running on the server: end it."""
+    yield
+    user = rig.identity("system")["db_user"]
+    rig.psql_admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                   f"WHERE usename = '{user}' AND query ILIKE '%pg_sleep(30)%';\n")
+
+
 def wait_running(rig, pid):
     wait_until(f"backend {pid} to run {LONG_SLEEP!r}", lambda: pid in active_sleepers(rig))
 
@@ -82,8 +98,8 @@ def cancel_and_time(conn, query):
     """conn.cancel() (what psql does on Ctrl-C); seconds until the query ended."""
     t0 = time.monotonic()
     conn.cancel()
-    query.join(CANCEL_BOUND + 10)
-    assert not query.is_alive(), f"the query still runs {CANCEL_BOUND + 10} s after the cancel"
+    query.join(CANCEL_BOUND + 2)
+    assert not query.is_alive(), f"the query still runs {CANCEL_BOUND + 2} s after the cancel"
     return query.ended - t0
 
 
@@ -168,17 +184,17 @@ def test_cancel_reaches_only_the_query_it_targets(rig, tokenpool, pg_config):
 @pytest.mark.parametrize("mode", ["session", "transaction"])
 def test_psql_ctrl_c_cancels_the_query(rig, tokenpool, pg_config, mode):
     tp = tokenpool(pg_config(pool={"mode": mode, "size": 2}))
-    before = active_sleepers(rig)
+    before = psql_sleepers(rig)
     proc = subprocess.Popen(["psql", "-X", "-c", "select pg_sleep(30)", tp.pg_dsn()],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        user = rig.identity("system")["db_user"]
-        wait_until("psql's query to run", lambda: rig.psql_admin(
-            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND "
-            f"usename = '{user}' AND query = 'select pg_sleep(30)';\n").strip() == "1")
+        started = wait_until("psql's query to run", lambda: psql_sleepers(rig) - before)
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=CANCEL_BOUND + 10)
+        try:
+            out, err = proc.communicate(timeout=CANCEL_BOUND + 2)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"psql still runs {CANCEL_BOUND + 2} s after Ctrl-C")
         elapsed = time.monotonic() - t0
     finally:
         if proc.poll() is None:
@@ -186,7 +202,7 @@ def test_psql_ctrl_c_cancels_the_query(rig, tokenpool, pg_config, mode):
             proc.wait()
     assert "canceling statement due to user request" in err, (proc.returncode, out, err)
     assert elapsed <= CANCEL_BOUND, f"psql returned {elapsed:.2f} s after Ctrl-C"
-    assert active_sleepers(rig) <= before
+    assert not started & psql_sleepers(rig), "the query still runs on the server"
 
 
 # ---------------------------------------------------------------- cancels with nothing to cancel

@@ -460,6 +460,12 @@ def test_postgres_restart_mid_run(rig, tokenpool, pg_config):
     _quiet(rig, tp, user)
     rss_before, fds_before = _vmrss_kib(tp.pid), _fds(tp.pid)
 
+    # One more session, on the raw protocol, idle at the restart: what it
+    # reads tells what a client is told (libpq through psycopg2 keeps only
+    # its own "server closed the connection unexpectedly").
+    idle = raw_login(tp.listen[1], database=rig.pg_database)
+    idle.sendall(_msg(b"Q", b"SELECT 1\0"))
+    _read_until_ready(idle)
     with SessionClients(tp, n) as run:
         time.sleep(1.5)
         t_down = time.monotonic()
@@ -469,6 +475,12 @@ def test_postgres_restart_mid_run(rig, tokenpool, pg_config):
         # A new client once PostgreSQL is back.
         assert whoami(tp) == user
     assert tp.running, "tokenpool died\n" + tp.output()[-6000:]
+    idle.settimeout(5)
+    with pytest.raises(LoginRefused) as told:  # sent unasked, before the close
+        _read_until_ready(idle)
+    idle.close()
+    assert told.value.sqlstate in ("08006", "57P01"), told.value
+    assert told.value.fields.get("S") == "FATAL" and told.value.message, told.value
 
     for i, log in enumerate(run.log):
         errs = [(t, e) for t, e in log if e]
@@ -481,7 +493,6 @@ def test_postgres_restart_mid_run(rig, tokenpool, pg_config):
 
     _quiet(rig, tp, user)
     rss_after, fds_after = _vmrss_kib(tp.pid), _fds(tp.pid)
-    print("DBG", rss_before, rss_after, len(fds_before), len(fds_after), [len(l) for l in run.log], [sum(1 for _, e in l if e) for l in run.log], [(round(t-t_down,3), e) for l in run.log for t, e in l if e])
     assert len(fds_after) <= len(fds_before), \
         f"file descriptors before {fds_before}\nafter {fds_after}"
     assert rss_after - rss_before < 2048, f"VmRSS grew from {rss_before} to {rss_after} KiB"

@@ -267,6 +267,9 @@ def test_transaction_mode_set_local_stays_in_its_transaction(rig, tokenpool, pg_
     tp = tokenpool(transaction_pool(pg_config, size=1, wait_timeout=30))
     a = connect(tp)
     watchers = [connect(tp) for _ in range(2)]
+    baseline = rows(watchers[0], "SELECT current_setting('application_name'), current_setting('search_path'), "
+                                 "current_setting('statement_timeout')")[0]
+    assert baseline[0] != "A-local" and baseline[1] == DEFAULT_SEARCH_PATH and baseline[2] == "0", baseline
     pids = {"a": set(), "w": set()}
     seen = []
 
@@ -281,8 +284,9 @@ def test_transaction_mode_set_local_stays_in_its_transaction(rig, tokenpool, pg_
             assert got[:3] == ("A-local", "a_schema", "42s"), got
             pids["a"].add(got[3])
             rows(a, "COMMIT")
-            after = rows(a, "SELECT current_setting('application_name'), current_setting('search_path')")[0]
-            assert after[0] != "A-local" and after[1] == DEFAULT_SEARCH_PATH, after
+            after = rows(a, "SELECT current_setting('application_name'), current_setting('search_path'), "
+                            "current_setting('statement_timeout')")[0]
+            assert after == baseline, f"SET LOCAL outlived its transaction: {after}"
 
     def watcher(conn):
         def run():
@@ -299,7 +303,7 @@ def test_transaction_mode_set_local_stays_in_its_transaction(rig, tokenpool, pg_
         conn.close()
     assert not errors, describe(errors)
     assert len(pids["a"] | pids["w"]) == 1, f"pool size 1 used servers {pids}"
-    leaked = [s for s in seen if s != ("tokenpool", DEFAULT_SEARCH_PATH, "0")]
+    leaked = [s for s in seen if s != baseline]
     assert not leaked, f"other clients saw SET LOCAL state: {leaked[:5]} (of {len(seen)} reads)"
     assert len(seen) == 240
 
@@ -478,7 +482,7 @@ def _dirty_the_session(conn):
     rows(conn, "UPDATE tp_sess SET note = 'changed' WHERE id = 1")  # row lock held
 
 
-def _assert_clean_session(conn):
+def _assert_clean_session(conn, app_name):
     state = rows(conn, """SELECT current_setting('application_name'),
         current_setting('search_path'),
         to_regclass('pg_temp.sess_tmp') IS NULL AND to_regclass('sess_tmp') IS NULL,
@@ -486,7 +490,7 @@ def _assert_clean_session(conn):
         (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'),
         (SELECT count(*) FROM pg_listening_channels()),
         now() = statement_timestamp()""")[0]
-    assert state == ("tokenpool", DEFAULT_SEARCH_PATH, True, 0, 0, 0, True), state
+    assert state == (app_name, DEFAULT_SEARCH_PATH, True, 0, 0, 0, True), state
     assert rows(conn, "SELECT id, note FROM tp_sess ORDER BY id") == [(1, "original")]
     # The row lock is gone too: this would wait, then fail.
     rows(conn, "SET lock_timeout = '3s'")
@@ -503,7 +507,8 @@ def test_session_mode_next_client_gets_a_clean_server(rig, tokenpool, pg_config,
     admin_db(rig, "INSERT INTO tp_sess VALUES (1, 'original');\n")
     tp = tokenpool(session_pool(pg_config, size=1))
     first = connect(tp)
-    first_pid = one(first, "SELECT pg_backend_pid()")
+    first_pid, app_name = rows(first, "SELECT pg_backend_pid(), current_setting('application_name')")[0]
+    assert app_name != "first_client"
     _dirty_the_session(first)
     if leave == "terminate":
         first.close()
@@ -513,7 +518,7 @@ def test_session_mode_next_client_gets_a_clean_server(rig, tokenpool, pg_config,
     second = connect(tp)
     try:
         assert one(second, "SELECT pg_backend_pid()") == first_pid, "the server was not reused"
-        _assert_clean_session(second)
+        _assert_clean_session(second, app_name)
     finally:
         second.close()
     assert admin_db(rig, "SELECT count(*) FROM tp_sess WHERE note <> 'original';\n").strip() == "0"
