@@ -203,9 +203,27 @@ static void check_ready(const uint8_t *msg, size_t len)
 	REQUIRE(memcmp(out, msg, 6) == 0);
 }
 
+/* ParameterStatus: both strings end inside the message; a tracked name
+ * records and syncs into a SET list that never overruns its buffer. */
+static void check_param(const uint8_t *msg, size_t len)
+{
+	const char *k, *v;
+	pg_vars_t want = {0}, have = {0};
+	char sql[64];
+
+	if (pg_parse_param(msg, len, &k, &v) != 0)
+		return;
+	REQUIRE(k >= (const char *)msg + 5 && v > k &&
+		v < (const char *)msg + len && msg[len - 1] == 0);
+	if (pg_vars_set(&want, k, v) == 0)
+		(void)pg_vars_sync_sql(&want, &have, sql, sizeof(sql));
+	pg_vars_free(&want);
+}
+
 /* Every parser on one complete message of exactly len bytes. */
 static void check_message(const uint8_t *msg, size_t len)
 {
+	check_param(msg, len);
 	check_auth(msg, len);
 	check_error(msg, len);
 	check_sasl_initial(msg, len);

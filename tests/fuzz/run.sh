@@ -11,7 +11,7 @@
 # target fails to build or finds a crash.
 #
 # Library sources are compiled directly (no CMake): a superset that any
-# target may need, namely protocols/*/codec*.c, auth/scram.c auth/verify.c
+# target may need, namely protocols/*/codec*.c and params.c, auth/scram.c auth/verify.c
 # auth/jwt.c and conf/*.c, each skipped when absent. They go into one
 # static archive, so a target links only the objects it uses and a file
 # that does not compile (with a warning) only fails the targets that need
@@ -44,7 +44,8 @@ build=$(cd "$build" && pwd)
 lib="$build/libtp_fuzz.a"
 rm -f "$lib" "$build"/obj/*.o
 objs=""
-for src in "$repo"/protocols/*/codec*.c "$repo"/auth/scram.c \
+for src in "$repo"/protocols/*/codec*.c "$repo"/protocols/*/params.c \
+	"$repo"/auth/scram.c \
 	"$repo"/auth/verify.c "$repo"/auth/jwt.c "$repo"/conf/*.c; do
 	[ -f "$src" ] || continue
 	rel=${src#"$repo"/}
