@@ -59,7 +59,7 @@ struct auth_wait {
 	double timeout;
 	enum wait_state state;
 	int err;
-	char reason[AUTH_REASON_MAX + 48];
+	char reason[AUTH_REASON_MAX * 2 + 48];
 };
 
 struct auth_entry {
@@ -83,7 +83,7 @@ struct auth_entry {
 	double last_end;    /* wall clock the last fetch ended; 0 never */
 	double retry_after; /* of the last failure, clamped */
 	bool has_error;
-	char last_error[AUTH_REASON_MAX];
+	char last_error[AUTH_REASON_MAX * 2]; /* reason + identity */
 	uint64_t requests, ok, failed;
 };
 
@@ -442,7 +442,7 @@ static void on_wait_timer(uv_timer_t *timer)
 	auth_wait_t *w = timer->data;
 
 	if (w->state == WAIT_PENDING) {
-		char status[AUTH_REASON_MAX];
+		char status[AUTH_REASON_MAX * 2];
 
 		entry_status(w->entry, status, sizeof(status));
 		w->err = TP_ETIMEOUT;
@@ -490,7 +490,9 @@ static void entry_fail(auth_entry_t *e, const auth_fetch_result_t *res)
 	e->failed++;
 	e->failures++;
 	e->has_error = true;
-	snprintf(e->last_error, sizeof(e->last_error), "%s", res->reason);
+	/* Name the identity: "which client_id?" is the first question. */
+	snprintf(e->last_error, sizeof(e->last_error), "%s (identity: %s)",
+		 res->reason, e->desc);
 	e->config_error = !res->retryable;
 	e->retry_after = res->retry_after > RETRY_AFTER_CAP ? RETRY_AFTER_CAP
 							    : res->retry_after;

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <stdio.h>
 #include <signal.h>
+#include <time.h>
 
 #include "proxy/tp.h"
 
@@ -229,22 +230,45 @@ static void on_signal(uv_signal_t *h, int signum)
 	tp_stop(tp, 0);
 }
 
+static void on_first_token(void *arg, int err, const char *token, size_t len,
+			   const char *reason)
+{
+	tp_pool_t *pool = arg;
+	auth_jwt_info_t jwt;
+
+	if (err == TP_ESHUTDOWN)
+		return;
+	if (err) {
+		tp_log(TP_LOG_WARN, NULL, "pool %s: no access token yet: %s",
+		       pool->conf->name, reason ? reason : tp_strerror(err));
+		return;
+	}
+	if (auth_jwt_claims(token, len, &jwt) == 0 && jwt.exp > 0)
+		tp_log(TP_LOG_INFO, NULL,
+		       "pool %s: access token ready (appid %s), expires in "
+		       "%.0f min",
+		       pool->conf->name, jwt.appid[0] ? jwt.appid : "?",
+		       (jwt.exp - (double)time(NULL)) / 60);
+	else
+		tp_log(TP_LOG_INFO, NULL, "pool %s: access token ready",
+		       pool->conf->name);
+}
+
 /* Starts fetching each pool's token now, so the first client does not
  * pay for it and a broken identity shows in the log at once. */
 static void prefetch_tokens(tp_t *tp)
 {
 	for (size_t i = 0; i < tp->npools; i++) {
 		tp_pool_t *pool = &tp->pools[i];
-		const char *tok;
-		size_t len;
 
 		if (pool->conf->server.auth != CONF_AUTH_TOKEN)
 			continue;
-		/* TP_EAGAIN is the expected answer: the fetch has begun. */
-		if (auth_token_peek(tp->tokens, pool->identity,
-				    pool->conf->server.scope, 0, &tok,
-				    &len) == 0)
-			tp_log(TP_LOG_DEBUG, NULL, "pool %s: token cached",
+		if (auth_token_wait(tp->tokens, pool->identity,
+				    pool->conf->server.scope,
+				    pool->conf->pool.connect_timeout,
+				    on_first_token, pool, NULL) != 0)
+			tp_log(TP_LOG_WARN, NULL,
+			       "pool %s: cannot ask for a token",
 			       pool->conf->name);
 	}
 }

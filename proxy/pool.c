@@ -332,7 +332,7 @@ static void wait_timeout(uv_timer_t *t)
 {
 	tp_conn_t *c = t->data;
 	tp_pool_t *pool = c->pool;
-	char msg[400];
+	char msg[900];
 
 	if (pool->last_fail[0])
 		snprintf(msg, sizeof(msg),
@@ -527,7 +527,7 @@ void tp_pool_server_gone(tp_pool_t *pool, tp_conn_t *s)
 {
 	tp_conn_t *c = s->peer;
 	tp_conn_state_t was = s->state;
-	char msg[400];
+	char msg[900];
 
 	s->peer = NULL;
 	if (was == TP_S_CANCEL)

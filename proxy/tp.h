@@ -181,7 +181,7 @@ struct tp_conn {
 	auth_wait_t *token_wait;
 	uint64_t created_ms, last_used_ms;
 	int fail_err;
-	char fail_msg[256];
+	char fail_msg[768];
 	char peer_name[80];
 };
 
@@ -223,7 +223,7 @@ struct tp_pool {
 	int count[TP_CONN_NSTATES]; /* connections per state */
 	int nclients; /* every client routed here, logins included */
 	int last_fail_err;
-	char last_fail[256];
+	char last_fail[768];
 	uint64_t stat_logins_ok, stat_logins_failed;
 };
 

@@ -17,7 +17,7 @@ Upstream (the rig's PostgreSQL):
 The SQLSTATE of a refused login is read from the wire with a small raw
 protocol client: libpq does not expose it for a failed connection.
 
-Runtime: about 45 s (the hang case alone waits out tokenpool's 10 s HTTP
+Runtime: about 85 s (the hang case alone takes ~28 s: it waits out tokenpool's 10 s HTTP
 timeout for the identity endpoint).
 """
 
@@ -27,7 +27,6 @@ import hmac
 import os
 import re
 import secrets
-import signal
 import socket
 import struct
 import threading

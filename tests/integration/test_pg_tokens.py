@@ -128,8 +128,8 @@ class LoginLoop:
 # refreshed token. Tokens of a few seconds cannot meet that bound: the
 # half-life rule fetches twice per lifetime (a 5 s token: ~24 requests a
 # minute against a bound of 14); Azure's tokens live 1-24 h.
-CHURN_LIFETIME = 5
-CHURN_SECONDS = 20
+CHURN_LIFETIME = 50
+CHURN_SECONDS = 60
 
 
 def test_short_tokens_refreshed_once_per_lifetime_not_per_login_60s(rig, tokenpool, pg_config):
@@ -149,7 +149,6 @@ def test_short_tokens_refreshed_once_per_lifetime_not_per_login_60s(rig, tokenpo
     decisions = pam_decisions(rig, user)[decisions_before:]
     server_logins = sum(1 for d in decisions if d.get("result") == "allow")
     denied = [d for d in decisions if d.get("result") != "allow"]
-    print("DBG", round(run,1), requests, server_logins, loop.ok, len(loop.errors), [(r["t"], r.get("status")) for r in st["recent"]])
 
     assert not loop.errors, f"{len(loop.errors)} failed client logins, first: {loop.errors[:3]}\n" \
                             + tp.output()[-6000:]

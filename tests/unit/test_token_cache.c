@@ -609,7 +609,7 @@ static void test_silent_endpoint_times_waiter_out(void)
 	CHECK(slow.at - t0 >= 0.99 && slow.at - t0 < 1.6);
 	snprintf(want, sizeof(want),
 		 "no token within 1 s: imds http://127.0.0.1:%d: timed out "
-		 "after 0.3 s",
+		 "after 0.3 s (identity: imds system-assigned)",
 		 fx->srv.port);
 	CHECK_EQ_STR(slow.reason, want);
 	fx_free(fx);
@@ -762,7 +762,8 @@ static void test_unsupported_source(void)
 	CHECK(run_until(fx, pred_called, &g, 2));
 	CHECK_EQ_INT(g.err, TP_ETOKEN);
 	CHECK_EQ_STR(g.reason,
-		     "identity source workload_identity is not supported yet");
+		     "identity source workload_identity is not supported yet "
+		     "(identity: workload_identity system-assigned)");
 	CHECK_EQ_INT(auth_token_peek(fx->tokens, &fx->id, SCOPE, 0, &tok, &len),
 		     TP_EAGAIN);
 	CHECK_EQ_INT(fx->srv.requests, 0);
