@@ -150,7 +150,10 @@ double auth_refresh_delay(double now, double issued_at, double expires_on)
 double auth_refresh_after_fetch(double now, double expires_on)
 {
 	double d = auth_refresh_delay(now, now, expires_on);
-	double floor = (expires_on - now) / 2;
+	/* Short tokens (under ~5 min) would be due at once: refresh them at
+	 * three quarters of their remaining life instead, which keeps one
+	 * fetch per lifetime and a margin before logins stop using it. */
+	double floor = (expires_on - now) * 0.75;
 
 	if (floor > RETRY_CAP)
 		floor = RETRY_CAP;

@@ -54,8 +54,9 @@ static void test_refresh_after_fetch_floor(void)
 	CHECK(NEAR(auth_refresh_after_fetch(T0, T0 + 86400), 43200));
 	/* Short tokens: not a tight loop. */
 	CHECK(NEAR(auth_refresh_after_fetch(T0, T0 + 240), 60));
-	CHECK(NEAR(auth_refresh_after_fetch(T0, T0 + 60), 30));
-	CHECK(NEAR(auth_refresh_after_fetch(T0, T0 + 4), 2));
+	CHECK(NEAR(auth_refresh_after_fetch(T0, T0 + 60), 45));
+	CHECK(NEAR(auth_refresh_after_fetch(T0, T0 + 4), 3));
+	CHECK(NEAR(auth_refresh_after_fetch(T0, T0 + 10), 7.5));
 	CHECK(NEAR(auth_refresh_after_fetch(T0, T0 - 1), 0));
 }
 
