@@ -341,8 +341,8 @@ void tp_conn_process(tp_conn_t *c)
 	case TP_S_IDLE:
 		tp_conn_close(c, "unexpected data from an idle server");
 		break;
-	case TP_S_CANCEL:
-		c->in.len = 0;
+	case TP_S_CANCEL: /* TLS answer, then nothing: the cancel is sent */
+		process_server_login(c);
 		break;
 	case TP_CLOSING:
 	case TP_CONN_NSTATES:

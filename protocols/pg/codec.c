@@ -396,17 +396,23 @@ static size_t next_word(const char *s, size_t len, size_t i)
 	return skip_blank(s, len, i);
 }
 
-/*
- * Whether a statement leaves state on the server connection that the next
- * transaction's client must not inherit, or that this client needs again:
- * session SET (not SET LOCAL / SET TRANSACTION), LISTEN, PREPARE, cursors
- * WITH HOLD, temporary tables, LOAD, advisory locks. A heuristic on the
- * first statement: in transaction mode a pinned client keeps its server.
- */
-bool pg_sql_pins(const char *sql, size_t len)
+/* Case-insensitive search for needle in s[0..len). */
+static bool contains_ci(const char *s, size_t len, const char *needle)
 {
-	size_t i = skip_blank(sql, len, 0), j;
+	size_t n = strlen(needle);
 
+	for (size_t i = 0; n <= len && i <= len - n; i++)
+		if (strncasecmp(s + i, needle, n) == 0)
+			return true;
+	return false;
+}
+
+/* One statement starting at s[i..]: does it set session state? */
+static bool statement_pins(const char *sql, size_t len, size_t i)
+{
+	size_t j;
+
+	i = skip_blank(sql, len, i);
 	if (word_is(sql, len, i, "SET") || word_is(sql, len, i, "RESET")) {
 		j = next_word(sql, len, i);
 		return !word_is(sql, len, j, "LOCAL") &&
@@ -420,8 +426,36 @@ bool pg_sql_pins(const char *sql, size_t len)
 		return word_is(sql, len, j, "TEMP") ||
 		       word_is(sql, len, j, "TEMPORARY");
 	}
-	if (word_is(sql, len, i, "DECLARE"))
-		return memmem(sql, len, "WITH HOLD", 9) ||
-		       memmem(sql, len, "with hold", 9);
-	return memmem(sql, len, "pg_advisory_lock", 16) != NULL;
+	return false;
+}
+
+/*
+ * Whether SQL text leaves state on the server connection that the next
+ * transaction's client must not inherit, or that this client needs again:
+ * session SET (not SET LOCAL / SET TRANSACTION) in any statement of the
+ * text, LISTEN, PREPARE, temporary tables, LOAD, cursors WITH HOLD,
+ * set_config() and session-level advisory locks (the _xact_ variants
+ * end with the transaction). A heuristic that errs towards pinning: a
+ * pinned client only costs pooling efficiency, a missed one leaks state.
+ * Statements are split at every ';', even one inside a string literal,
+ * for the same reason.
+ */
+bool pg_sql_pins(const char *sql, size_t len)
+{
+	const char *semi;
+	size_t i = 0;
+
+	if (contains_ci(sql, len, "set_config") ||
+	    contains_ci(sql, len, "advisory_lock") ||
+	    (contains_ci(sql, len, "DECLARE") &&
+	     contains_ci(sql, len, "WITH HOLD")))
+		return true;
+	for (;;) {
+		if (statement_pins(sql, len, i))
+			return true;
+		semi = memchr(sql + i, ';', len - i);
+		if (!semi)
+			return false;
+		i = (size_t)(semi - sql) + 1;
+	}
 }

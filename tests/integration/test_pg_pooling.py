@@ -597,7 +597,7 @@ def test_pool_size_2_queues_6_clients_and_all_succeed(rig, tokenpool, pg_config)
 
 def test_waiting_clients_are_served_first_come_first_served(rig, tokenpool, pg_config):
     """One holder keeps the only server; four clients ask one after another
-    (250 ms apart, long before the holder lets go); they are served in that
+    (400 ms apart, before the holder lets go); they are served in that
     order (the server-side start time of each query says when)."""
     tp = tokenpool(session_pool(pg_config, size=1, wait_timeout=30))
     holder = connect(tp)
@@ -605,11 +605,11 @@ def test_waiting_clients_are_served_first_come_first_served(rig, tokenpool, pg_c
     started = {}
 
     def hold():
-        rows(holder, "SELECT pg_sleep(2)")
+        rows(holder, "SELECT pg_sleep(2.5)")
         holder.close()
 
     def wait_for_server(k):
-        time.sleep(0.25 * (k + 1))
+        time.sleep(0.4 * (k + 1))
         started[k] = one(waiters[k], "SELECT statement_timestamp()")
         rows(waiters[k], "SELECT pg_sleep(0.1)")
         waiters[k].close()

@@ -1009,6 +1009,38 @@ static void test_sql_pins(void)
  * part of the query (a heap over-read in the proxy, where the query is a
  * partially buffered 'Q' message).
  */
+/* Regression: state set by a later statement, by set_config() or by a
+ * try-lock was missed, and leaked to other clients in transaction mode. */
+static void test_sql_pins_any_statement_and_functions(void)
+{
+	const char *pins[] = {
+	    "SELECT 1; SET search_path TO s, public",
+	    "select set_config('search_path', 'x', false)",
+	    "SELECT pg_try_advisory_lock(4343)",
+	    "SELECT pg_advisory_lock_shared(1)",
+	    "BEGIN; DECLARE c CURSOR WITH HOLD FOR SELECT 1; COMMIT",
+	    "SELECT 1;\n  create temporary table t (a int)",
+	};
+	const char *free_[] = {
+	    "SELECT pg_advisory_xact_lock(1)",
+	    "SELECT pg_try_advisory_xact_lock(1)",
+	    "BEGIN; SET LOCAL search_path TO x; SELECT 1; COMMIT",
+	    "SELECT 'no state here'; SELECT 2",
+	    "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+	};
+
+	for (size_t i = 0; i < sizeof(pins) / sizeof(pins[0]); i++) {
+		if (!pg_sql_pins(pins[i], strlen(pins[i])))
+			fprintf(stderr, "should pin: %s\n", pins[i]);
+		CHECK(pg_sql_pins(pins[i], strlen(pins[i])));
+	}
+	for (size_t i = 0; i < sizeof(free_) / sizeof(free_[0]); i++) {
+		if (pg_sql_pins(free_[i], strlen(free_[i])))
+			fprintf(stderr, "should not pin: %s\n", free_[i]);
+		CHECK(!pg_sql_pins(free_[i], strlen(free_[i])));
+	}
+}
+
 static void test_sql_pins_unterminated_comment(void)
 {
 	static const char after[] = "/*\0\0SET";
@@ -1053,4 +1085,6 @@ TP_TEST_MAIN(
     TP_TEST(test_writers_cap_exact_minus_one),
     TP_TEST(test_writers_every_small_cap),
     TP_TEST(test_write_sasl_initial_small_cap), TP_TEST(test_sql_pins),
-    TP_TEST(test_sql_pins_unterminated_comment), TP_TEST(test_pg_put_header))
+    TP_TEST(test_sql_pins_unterminated_comment),
+    TP_TEST(test_sql_pins_any_statement_and_functions),
+    TP_TEST(test_pg_put_header))
