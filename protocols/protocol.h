@@ -124,6 +124,9 @@ typedef struct tp_protocol {
 	 * the client's session settings. TP_STEP_MORE when replies must be
 	 * read through server_read first (TP_STEP_DONE when in sync). */
 	tp_step_t (*server_sync)(tp_conn_t *s, tp_conn_t *c);
+	/* doctor: write a trivial query whose answer server_read consumes,
+	 * returning TP_STEP_DONE once it is complete. */
+	tp_step_t (*server_probe)(tp_conn_t *s);
 
 	/* ---- errors ---- */
 	/* Write a protocol-native error for err (a TP_E* code) with msg. */

@@ -501,14 +501,23 @@ static bool tls_input(tp_conn_t *c, const uint8_t *data, size_t n)
 		if (rc == 0)
 			break;
 		if (rc < 0) {
-			tp_conn_close(c, rc == TP_EIO ? "peer closed TLS"
-						      : "TLS read failed");
-			return false;
+			/* What arrived before the close is still processed
+			 * (a server's last error message, typically). */
+			c->tls_eof = rc == TP_EIO ? 1 : 2;
+			break;
 		}
 		c->in.len += (size_t)rc;
 	}
 	flush_cipher(c); /* key updates, alerts */
 	return !c->closing;
+}
+
+static void peer_closed(tp_conn_t *c, const char *why)
+{
+	if (c->state == TP_S_CONNECTING && !c->fail_msg[0])
+		tp_conn_fail(c, TP_ECONNECT,
+			     "server closed the connection during login");
+	tp_conn_close(c, why);
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
@@ -522,12 +531,8 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 		return;
 	}
 	if (n < 0) {
-		if (c->state == TP_S_CONNECTING && !c->fail_msg[0])
-			tp_conn_fail(
-			    c, TP_ECONNECT,
-			    "server closed the connection during login");
-		tp_conn_close(c, n == UV_EOF ? "peer closed the connection"
-					     : uv_strerror((int)n));
+		peer_closed(c, n == UV_EOF ? "peer closed the connection"
+					   : uv_strerror((int)n));
 		return;
 	}
 	if (n == 0)
@@ -539,6 +544,9 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 		c->in.len += (size_t)n;
 	}
 	tp_conn_process(c);
+	if (c->tls_eof && !c->closing)
+		peer_closed(c, c->tls_eof == 1 ? "peer closed TLS"
+					       : "TLS read failed");
 	if (!c->closing)
 		buf_release(c->tp, &c->in);
 }

@@ -273,7 +273,8 @@ static void prefetch_tokens(tp_t *tp)
 	}
 }
 
-int tp_init(tp_t *tp, uv_loop_t *loop, conf_t *conf, char *err, size_t errlen)
+int tp_init(tp_t *tp, uv_loop_t *loop, conf_t *conf, bool serve, char *err,
+	    size_t errlen)
 {
 	int rc;
 
@@ -293,7 +294,8 @@ int tp_init(tp_t *tp, uv_loop_t *loop, conf_t *conf, char *err, size_t errlen)
 			return rc;
 		tp->npools++;
 	}
-	rc = build_listeners(tp, err, errlen);
+	/* doctor (serve false) must not take the ports of a running proxy */
+	rc = serve ? build_listeners(tp, err, errlen) : 0;
 	if (rc)
 		return rc;
 	uv_timer_init(loop, &tp->janitor);
@@ -307,7 +309,8 @@ int tp_init(tp_t *tp, uv_loop_t *loop, conf_t *conf, char *err, size_t errlen)
 	uv_signal_start(&tp->sigterm, on_signal, SIGTERM);
 	uv_signal_start(&tp->sigint, on_signal, SIGINT);
 	signal(SIGPIPE, SIG_IGN);
-	prefetch_tokens(tp);
+	if (serve)
+		prefetch_tokens(tp);
 	return 0;
 }
 

@@ -186,7 +186,10 @@ void tp_conn_tls_ready(tp_conn_t *c)
 	       tp_tls_version(c->tls),
 	       c->pool->conf->server.tls.mode <= CONF_TLS_VERIFY_CA ? "yes"
 								    : "no");
-	server_step(c, c->proto->server_tls_done(c, &c->login));
+	if (c->probe)
+		c->probe(c->probe_arg, c, TP_PROBE_TLS, 0, NULL);
+	if (!c->closing)
+		server_step(c, c->proto->server_tls_done(c, &c->login));
 }
 
 static void process_server_login(tp_conn_t *s)

@@ -12,11 +12,13 @@
 #include "proxy/tp.h"
 
 static const char usage[] =
-    "usage: tokenpool [run|check|hash] [-c FILE]\n"
+    "usage: tokenpool [run|check|doctor|hash] [-c FILE]\n"
     "       tokenpool --version | --help\n"
     "\n"
     "  run     run the proxy in the foreground (the default)\n"
     "  check   validate the config and print it as JSON, secrets masked\n"
+    "  doctor  per pool: get a token, connect with TLS, log in, query;\n"
+    "          one PASS/FAIL line per step with a hint\n"
     "  hash    read a password on stdin, print password_hash values\n"
     "\n"
     "Config: -c FILE, else $TOKENPOOL_CONFIG, else ./tokenpool.json.\n";
@@ -75,7 +77,7 @@ static int cmd_run(const char *path)
 	tp = calloc(1, sizeof(*tp));
 	if (!tp)
 		return 1;
-	rc = tp_init(tp, uv_default_loop(), conf, err, sizeof(err));
+	rc = tp_init(tp, uv_default_loop(), conf, true, err, sizeof(err));
 	if (rc) {
 		tp_log(TP_LOG_ERROR, NULL, "cannot start: %s",
 		       err[0] ? err : tp_strerror(rc));
@@ -87,6 +89,23 @@ static int cmd_run(const char *path)
 	free(tp);
 	conf_free(conf);
 	tp_log(TP_LOG_INFO, NULL, "stopped");
+	return rc;
+}
+
+static int cmd_doctor(const char *path)
+{
+	conf_t *conf = load(path);
+	int rc;
+
+	if (!conf)
+		return 2;
+	/* The report is on stdout; the log only says what the report
+	 * cannot (debug when asked for). */
+	tp_log_setup(conf->log_level == CONF_LOG_DEBUG ? CONF_LOG_DEBUG
+						       : CONF_LOG_ERROR,
+		     conf->log_json);
+	rc = tp_doctor(conf);
+	conf_free(conf);
 	return rc;
 }
 
@@ -157,6 +176,8 @@ int main(int argc, char **argv)
 		return cmd_run(path);
 	if (!strcmp(verb, "check"))
 		return cmd_check(path);
+	if (!strcmp(verb, "doctor"))
+		return cmd_doctor(path);
 	if (!strcmp(verb, "hash"))
 		return cmd_hash();
 	fprintf(stderr, "tokenpool: unknown verb %s\n%s", verb, usage);

@@ -228,6 +228,8 @@ static void on_token(void *arg, int err, const char *token, size_t len,
 		tp_conn_close(s, "out of memory");
 		return;
 	}
+	if (s->probe)
+		s->probe(s->probe_arg, s, TP_PROBE_TOKEN, 0, NULL);
 	resolve(s);
 }
 
@@ -249,6 +251,8 @@ static void get_secret_then_connect(tp_conn_t *s)
 	} else if (auth_token_peek(s->tp->tokens, pool->identity, srv->scope,
 				   TP_TOKEN_MIN_VALID, &tok, &len) == 0) {
 		rc = keep_secret(s, tok, len);
+		if (!rc && s->probe)
+			s->probe(s->probe_arg, s, TP_PROBE_TOKEN, 0, NULL);
 	} else {
 		/* A little under the login's own deadline, so a client hears
 		 * the identity endpoint's failure rather than a bare timeout.
@@ -299,6 +303,21 @@ static void launch(tp_pool_t *pool)
 		       (uint64_t)conf_ms(pool->conf->pool.connect_timeout), 0);
 	tp_log(TP_LOG_DEBUG, s, "opening server connection");
 	get_secret_then_connect(s);
+}
+
+int tp_pool_probe(tp_pool_t *pool, tp_probe_cb cb, void *arg)
+{
+	tp_conn_t *s = new_server(pool, TP_LOGIN_NORMAL);
+
+	if (!s)
+		return TP_ENOMEM;
+	s->probe = cb;
+	s->probe_arg = arg;
+	tp_conn_set_state(s, TP_S_CONNECTING);
+	uv_timer_start(&s->timer, server_timeout,
+		       (uint64_t)conf_ms(pool->conf->pool.connect_timeout), 0);
+	get_secret_then_connect(s);
+	return 0;
 }
 
 void tp_pool_cancel(tp_pool_t *pool, tp_conn_t *server)
@@ -407,9 +426,38 @@ static bool expired(tp_pool_t *pool, tp_conn_t *s)
 	       tp_now_ms(pool->tp) - s->created_ms >= conf_ms(lifetime);
 }
 
+/* A doctor's link: report the step, then query, then close. */
+static void probe_ready(tp_conn_t *s)
+{
+	tp_probe_event_t ev =
+	    s->state == TP_S_CONNECTING ? TP_PROBE_LOGIN : TP_PROBE_QUERY;
+	tp_probe_cb cb = s->probe;
+
+	cb(s->probe_arg, s, ev, 0, NULL);
+	if (ev == TP_PROBE_LOGIN && s->proto->server_probe) {
+		tp_conn_set_state(s, TP_S_RESET); /* replies via server_read */
+		uv_timer_start(
+		    &s->timer, server_timeout,
+		    (uint64_t)conf_ms(s->pool->conf->pool.connect_timeout), 0);
+		if (s->proto->server_probe(s) != TP_STEP_DONE) {
+			tp_conn_flush(s);
+			return;
+		}
+		cb(s->probe_arg, s, TP_PROBE_QUERY, 0, NULL);
+	} else if (ev == TP_PROBE_LOGIN) { /* no probe query in this protocol */
+		cb(s->probe_arg, s, TP_PROBE_QUERY, 0, NULL);
+	}
+	s->probe = NULL; /* nothing more to report */
+	tp_conn_close(s, "doctor is done");
+}
+
 void tp_pool_server_ready(tp_pool_t *pool, tp_conn_t *s)
 {
 	uv_timer_stop(&s->timer);
+	if (s->probe) {
+		probe_ready(s);
+		return;
+	}
 	if (s->state == TP_S_CONNECTING) {
 		const uint8_t *params;
 		size_t len;
@@ -532,6 +580,17 @@ void tp_pool_server_gone(tp_pool_t *pool, tp_conn_t *s)
 	s->peer = NULL;
 	if (was == TP_S_CANCEL)
 		return;
+	if (s->probe) {
+		tp_probe_cb cb = s->probe;
+
+		s->probe = NULL;
+		tp_conn_set_state(s, TP_CLOSING);
+		cb(s->probe_arg, s, TP_PROBE_FAILED,
+		   s->fail_err ? s->fail_err : TP_ECONNECT,
+		   s->fail_msg[0] ? s->fail_msg
+				  : "server closed the connection");
+		return;
+	}
 	if (c) {
 		c->peer = NULL;
 		snprintf(msg, sizeof(msg), "server connection lost: %s",

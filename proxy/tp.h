@@ -142,6 +142,18 @@ typedef struct tp_t tp_t;
 typedef struct tp_pool tp_pool_t;
 typedef struct tp_listener tp_listener_t;
 
+/* ---- probes (doctor) ---- */
+typedef enum {
+	TP_PROBE_TOKEN,	 /* a token is in hand (token auth only) */
+	TP_PROBE_TLS,	 /* the TLS handshake with the server succeeded */
+	TP_PROBE_LOGIN,	 /* the server accepted the login */
+	TP_PROBE_QUERY,	 /* the trivial query answered: done */
+	TP_PROBE_FAILED, /* err and msg say why; the link is closing */
+} tp_probe_event_t;
+
+typedef void (*tp_probe_cb)(void *arg, tp_conn_t *s, tp_probe_event_t ev,
+			    int err, const char *msg);
+
 struct tp_conn {
 	uv_tcp_t tcp;
 	uv_timer_t timer; /* login, wait and connect timeouts */
@@ -164,12 +176,15 @@ struct tp_conn {
 	size_t write_queued;
 	bool reading;
 	bool reconnecting; /* socket closing to try the next address */
+	uint8_t tls_eof;   /* 1: peer sent close_notify, 2: TLS broke */
 	bool closing;
 	bool close_after_flush;
 	bool pinned;	    /* client keeps its server (session state) */
 	bool broken;	    /* server: never reuse */
 	bool needs_welcome; /* client: send welcome when a server is linked */
 	bool syncing;	    /* server: bringing settings in line with client */
+	tp_probe_cb probe;  /* server: a doctor's link, not a pooled one */
+	void *probe_arg;
 	int open_handles;
 	tp_route_t route;      /* clients */
 	uint8_t client_key[8]; /* clients: synthetic cancel key */
@@ -244,6 +259,9 @@ void tp_pool_client_gone(tp_pool_t *pool, tp_conn_t *client);
 void tp_pool_server_gone(tp_pool_t *pool, tp_conn_t *server);
 /* Periodic: idle_timeout, lifetime, min_idle. */
 void tp_pool_janitor(tp_pool_t *pool);
+/* Opens one server link that reports each step to cb and runs the
+ * protocol's trivial query instead of serving clients (doctor). */
+int tp_pool_probe(tp_pool_t *pool, tp_probe_cb cb, void *arg) TP_MUST_CHECK;
 /* Opens a connection to send a cancel for what server runs. */
 void tp_pool_cancel(tp_pool_t *pool, tp_conn_t *server);
 
@@ -283,11 +301,15 @@ struct tp_t {
 	size_t nblocks;
 };
 
-int tp_init(tp_t *tp, uv_loop_t *loop, conf_t *conf, char *err,
+/* serve: bind the listeners and prefetch tokens (false for doctor). */
+int tp_init(tp_t *tp, uv_loop_t *loop, conf_t *conf, bool serve, char *err,
 	    size_t errlen) TP_MUST_CHECK;
 int tp_run(tp_t *tp);
 void tp_stop(tp_t *tp, int exit_code);
 uint64_t tp_now_ms(tp_t *tp);
+/* `tokenpool doctor`: checks every pool step by step, prints one PASS or
+ * FAIL line per step; returns the exit code (0 all pass, 1 otherwise). */
+int tp_doctor(conf_t *conf);
 /* Finds the client holding this synthetic key (cancel requests). */
 tp_conn_t *tp_find_client_by_key(tp_t *tp, const uint8_t *key, size_t len);
 

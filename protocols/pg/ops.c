@@ -31,7 +31,8 @@ enum pg_phase {
 	PGS_AUTH,
 	PGS_READY,
 	PGS_RESET,
-	PGS_SYNC, /* SET of the client's parameters before its first message */
+	PGS_SYNC,  /* SET of the client's parameters before its first message */
+	PGS_PROBE, /* doctor's trivial query */
 };
 
 typedef struct pg_state {
@@ -608,10 +609,15 @@ static tp_step_t server_login_msg(tp_conn_t *s, const tp_login_t *login,
 		    --st->reset_pending > 0)
 			return TP_STEP_MORE;
 		if (st->phase != PGS_READY && st->phase != PGS_RESET &&
-		    st->phase != PGS_SYNC)
+		    st->phase != PGS_SYNC && st->phase != PGS_PROBE)
 			break;
 		st->phase = PGS_READY;
 		return TP_STEP_DONE;
+	case 'T': /* the probe's row */
+	case 'D':
+		if (st->phase != PGS_PROBE)
+			break;
+		return TP_STEP_MORE;
 	case 'N': /* notices during login or reset */
 	case 'C': /* DISCARD ALL's CommandComplete */
 		return TP_STEP_MORE;
@@ -745,6 +751,15 @@ static tp_step_t pg_server_sync(tp_conn_t *s, tp_conn_t *c)
 	return TP_STEP_MORE;
 }
 
+static tp_step_t pg_server_probe(tp_conn_t *s)
+{
+	uint8_t buf[32];
+
+	tp_conn_out(s, buf, pg_write_query(buf, sizeof(buf), "SELECT 1"));
+	state(s)->phase = PGS_PROBE;
+	return TP_STEP_MORE;
+}
+
 const tp_protocol_t tp_protocol_pg = {
     .name = "postgres",
     .id = CONF_PROTO_POSTGRES,
@@ -763,5 +778,6 @@ const tp_protocol_t tp_protocol_pg = {
     .server_msg = pg_server_msg,
     .server_reset = pg_server_reset,
     .server_sync = pg_server_sync,
+    .server_probe = pg_server_probe,
     .client_error = pg_client_error,
 };

@@ -259,23 +259,23 @@ def churn_pool(**extra):
 
 # How these tests make a refresh due while a valid token is cached: the
 # rig issues short tokens. After a fetch, tokenpool schedules the refresh
-# at half the remaining life for tokens under 2 min (auth/tokens.c
-# auth_refresh_after_fetch), retries failures with backoff from 1 s (or
-# Retry-After), and a server login takes a cached token while it has 2 s
-# left (proxy/pool.c TP_TOKEN_MIN_VALID). So with lifetime L the refresh
-# meets the faults at L/2, and the cached token must carry logins through
-# the faults until L - 2:
-#   500 x2, reset x2: retries after ~1 s and ~2 s: refreshed by L/2 + 3;
-#   429 x1, Retry-After 3: refreshed by L/2 + 3;
+# at three quarters of the remaining life for tokens under ~5 min
+# (auth/tokens.c auth_refresh_after_fetch), retries failures with backoff
+# from 1 s (or Retry-After), and a server login takes a cached token while
+# it has 2 s left (proxy/pool.c TP_TOKEN_MIN_VALID). So with lifetime L the
+# refresh meets the faults at 3L/4, and the cached token must carry logins
+# through the faults until L - 2:
+#   500 x2, reset x2: retries after ~1 s and ~2 s: refreshed by 3L/4 + 3;
+#   429 x1, Retry-After 3: refreshed by 3L/4 + 3;
 #   hang x1: tokenpool gives up after its 10 s HTTP timeout, retries after
-#   ~1 s: refreshed by L/2 + 11.
-# L leaves 3 s or more of margin. Each case runs about L - 3 seconds.
+#   ~1 s: refreshed by 3L/4 + 11.
+# L leaves 2 s or more of margin. Each case runs about 3L/4 + a few s.
 FAULTS = {
     # kind: (count, retry_after, lifetime)
-    "500": (2, None, 16),
-    "429": (1, 3, 16),
-    "reset": (2, None, 16),
-    "hang": (1, None, 32),
+    "500": (2, None, 24),
+    "429": (1, 3, 24),
+    "reset": (2, None, 24),
+    "hang": (1, None, 56),
 }
 
 
