@@ -145,6 +145,11 @@ void tp_conn_out(tp_conn_t *c, const void *buf, size_t len)
 	c->out.len += len;
 }
 
+const char *tp_conn_reason(tp_conn_t *c, const char *dflt)
+{
+	return c->fail_msg && c->fail_msg[0] ? c->fail_msg : dflt;
+}
+
 tp_conn_t *tp_conn_peer(tp_conn_t *c)
 {
 	return c->peer;
@@ -186,7 +191,11 @@ void tp_conn_fail(tp_conn_t *c, int err, const char *fmt, ...)
 
 	c->fail_err = err;
 	va_start(ap, fmt);
-	vsnprintf(c->fail_msg, sizeof(c->fail_msg), fmt, ap);
+	if (!c->fail_msg && !(c->fail_msg = malloc(TP_FAIL_MAX))) {
+		va_end(ap);
+		return;
+	}
+	vsnprintf(c->fail_msg, TP_FAIL_MAX, fmt, ap);
 	va_end(ap);
 }
 
@@ -259,6 +268,47 @@ void tp_conn_set_state(tp_conn_t *c, tp_conn_state_t st)
 		tp_list_append(l, &c->node);
 }
 
+/* ---- deadlines ---- */
+
+void tp_conn_deadline(tp_conn_t *c, void (*cb)(tp_conn_t *c), uint64_t ms)
+{
+	tp_list_remove(&c->timed_node);
+	c->due_ms = tp_now_ms(c->tp) + ms;
+	c->due = cb;
+	tp_list_append(&c->tp->timed, &c->timed_node);
+}
+
+void tp_conn_deadline_stop(tp_conn_t *c)
+{
+	tp_list_remove(&c->timed_node);
+	c->due = NULL;
+}
+
+void tp_deadlines_sweep(tp_t *tp)
+{
+	uint64_t now = tp_now_ms(tp);
+	tp_list_t due, *n, *next;
+
+	/* Due ones move to a list of their own first: a callback may close
+	 * other connections, which unlinks them from wherever they are. */
+	tp_list_init(&due);
+	for (n = tp->timed.next; n != &tp->timed; n = next) {
+		next = n->next;
+		if (tp_container_of(n, tp_conn_t, timed_node)->due_ms <= now) {
+			tp_list_remove(n);
+			tp_list_append(&due, n);
+		}
+	}
+	while (!tp_list_empty(&due)) {
+		tp_conn_t *c = tp_container_of(due.next, tp_conn_t, timed_node);
+		void (*cb)(tp_conn_t *) = c->due;
+
+		tp_conn_deadline_stop(c);
+		if (cb && !c->closing)
+			cb(c);
+	}
+}
+
 /* ---- life cycle ---- */
 
 void tp_conn_handle_closed(uv_handle_t *h)
@@ -272,12 +322,14 @@ void tp_conn_handle_closed(uv_handle_t *h)
 	tp_tls_free(c->tls);
 	buf_free(&c->in);
 	buf_free(&c->out);
-	if (c->secret) {
-		OPENSSL_cleanse(c->secret, c->login.secret_len);
-		free(c->secret);
+	if (c->up && c->up->secret) {
+		OPENSSL_cleanse(c->up->secret, c->up->login.secret_len);
+		free(c->up->secret);
 	}
-	if (c->addrs)
-		uv_freeaddrinfo(c->addrs);
+	if (c->up && c->up->addrs)
+		uv_freeaddrinfo(c->up->addrs);
+	free(c->up);
+	free(c->fail_msg);
 	free(c);
 }
 
@@ -288,7 +340,12 @@ tp_conn_t *tp_conn_new(tp_t *tp, tp_side_t side, const tp_protocol_t *proto)
 	if (!c)
 		return NULL;
 	c->pstate = proto->conn_new(side == TP_SIDE_CLIENT);
-	if (!c->pstate) {
+	if (side == TP_SIDE_SERVER)
+		c->up = calloc(1, sizeof(*c->up));
+	if (!c->pstate || (side == TP_SIDE_SERVER && !c->up)) {
+		if (c->pstate)
+			proto->conn_free(c->pstate);
+		free(c->up);
 		free(c);
 		return NULL;
 	}
@@ -299,9 +356,9 @@ tp_conn_t *tp_conn_new(tp_t *tp, tp_side_t side, const tp_protocol_t *proto)
 	c->state = TP_CLOSING; /* no list until the first real state */
 	tp_list_init(&c->node);
 	uv_tcp_init(tp->loop, &c->tcp);
-	uv_timer_init(tp->loop, &c->timer);
-	c->tcp.data = c->timer.data = c;
-	c->open_handles = 2;
+	tp_list_init(&c->timed_node);
+	c->tcp.data = c;
+	c->open_handles = 1;
 	c->created_ms = c->last_used_ms = tp_now_ms(tp);
 	return c;
 }
@@ -313,9 +370,9 @@ void tp_conn_close(tp_conn_t *c, const char *reason)
 	c->closing = true;
 	tp_log(c->side == TP_SIDE_CLIENT ? TP_LOG_INFO : TP_LOG_INFO, c,
 	       "closing (%s): %s", tp_conn_state_name(c->state), reason);
-	if (c->token_wait) {
-		auth_wait_cancel(c->token_wait);
-		c->token_wait = NULL;
+	if (c->up && c->up->token_wait) {
+		auth_wait_cancel(c->up->token_wait);
+		c->up->token_wait = NULL;
 	}
 	if (c->side == TP_SIDE_CLIENT) {
 		if (c->pool)
@@ -324,14 +381,14 @@ void tp_conn_close(tp_conn_t *c, const char *reason)
 		tp_pool_server_gone(c->pool, c);
 	}
 	tp_conn_set_state(c, TP_CLOSING);
-	uv_close((uv_handle_t *)&c->timer, tp_conn_handle_closed);
+	tp_conn_deadline_stop(c);
 	if (!c->reconnecting) /* else the retry's close callback frees */
 		uv_close((uv_handle_t *)&c->tcp, tp_conn_handle_closed);
 }
 
-static void on_close_timeout(uv_timer_t *t)
+static void on_close_timeout(tp_conn_t *c)
 {
-	tp_conn_close(t->data, "peer did not read the final message");
+	tp_conn_close(c, "peer did not read the final message");
 }
 
 void tp_conn_error_close(tp_conn_t *c, int err, const char *msg)
@@ -346,7 +403,7 @@ void tp_conn_error_close(tp_conn_t *c, int err, const char *msg)
 		tp_conn_set_state(c, TP_C_IDLE);
 	c->close_after_flush = true;
 	tp_conn_stop_read(c);
-	uv_timer_start(&c->timer, on_close_timeout, 5000, 0);
+	tp_conn_deadline(c, on_close_timeout, 5000);
 	tp_conn_flush(c);
 	if (!c->closing && c->write_queued == 0)
 		tp_conn_close(c, msg);
@@ -369,7 +426,7 @@ static void on_written(uv_write_t *req, int status)
 		return;
 	}
 	if (c->close_after_flush && c->write_queued == 0) {
-		tp_conn_close(c, c->fail_msg[0] ? c->fail_msg : "done");
+		tp_conn_close(c, tp_conn_reason(c, "done"));
 		return;
 	}
 	/* Back-pressure released: the peer may read again. */
@@ -482,7 +539,7 @@ static bool tls_input(tp_conn_t *c, const uint8_t *data, size_t n)
 			    c, TP_ETLS, "TLS handshake with %s failed: %s",
 			    c->side == TP_SIDE_SERVER ? "server" : "client",
 			    err);
-			tp_conn_close(c, c->fail_msg);
+			tp_conn_close(c, tp_conn_reason(c, "failed"));
 			return false;
 		}
 		tp_conn_tls_ready(c);
@@ -514,7 +571,7 @@ static bool tls_input(tp_conn_t *c, const uint8_t *data, size_t n)
 
 static void peer_closed(tp_conn_t *c, const char *why)
 {
-	if (c->state == TP_S_CONNECTING && !c->fail_msg[0])
+	if (c->state == TP_S_CONNECTING && !c->fail_msg)
 		tp_conn_fail(c, TP_ECONNECT,
 			     "server closed the connection during login");
 	tp_conn_close(c, why);

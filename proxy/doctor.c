@@ -69,7 +69,8 @@ static void report_token(doctor_t *d, tp_conn_t *s)
 	double left;
 
 	auth_tokens_foreach(d->tp->tokens, find_source, &src);
-	if (auth_jwt_claims(s->login.secret, s->login.secret_len, &jwt) != 0) {
+	if (auth_jwt_claims(s->up->login.secret, s->up->login.secret_len,
+			    &jwt) != 0) {
 		line(true, STEP_TOKEN, "%s (not a JWT: cannot show its claims)",
 		     src.desc[0] ? src.desc : "token received");
 		return;

@@ -15,6 +15,7 @@
 #include "proxy/tp.h"
 
 #define TP_JANITOR_MS	    1000
+#define TP_TICK_MS	    100
 #define TP_LOGIN_TIMEOUT_MS 60000
 #define TP_BACKLOG	    4096
 
@@ -87,10 +88,9 @@ tp_conn_t *tp_find_client_by_key(tp_t *tp, const uint8_t *key, size_t len)
 
 /* ---- accept ---- */
 
-static void login_timeout(uv_timer_t *t)
+static void login_timeout(tp_conn_t *c)
 {
-	tp_conn_error_close(t->data, TP_ETIMEOUT,
-			    "login did not finish in time");
+	tp_conn_error_close(c, TP_ETIMEOUT, "login did not finish in time");
 }
 
 static void on_accept(uv_stream_t *server, int status)
@@ -113,20 +113,22 @@ static void on_accept(uv_stream_t *server, int status)
 	}
 	uv_tcp_nodelay(&c->tcp, 1);
 	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
-		char ip[INET6_ADDRSTRLEN] = "?";
-		int port = 0;
-
 		if (ss.ss_family == AF_INET) {
-			uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof(ip));
-			port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+			struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+
+			memcpy(c->peer_ip, &a->sin_addr, 4);
+			c->peer_port = ntohs(a->sin_port);
+			c->peer_family = AF_INET;
 		} else if (ss.ss_family == AF_INET6) {
-			uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof(ip));
-			port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+			struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+
+			memcpy(c->peer_ip, &a->sin6_addr, 16);
+			c->peer_port = ntohs(a->sin6_port);
+			c->peer_family = AF_INET6;
 		}
-		snprintf(c->peer_name, sizeof(c->peer_name), "%s:%d", ip, port);
 	}
 	tp_conn_set_state(c, TP_C_LOGIN);
-	uv_timer_start(&c->timer, login_timeout, TP_LOGIN_TIMEOUT_MS, 0);
+	tp_conn_deadline(c, login_timeout, TP_LOGIN_TIMEOUT_MS);
 	tp_log(TP_LOG_DEBUG, c, "client connected");
 	tp_conn_start_read(c);
 	if (!c->closing) {
@@ -209,6 +211,11 @@ static int build_listeners(tp_t *tp, char *err, size_t errlen)
 
 /* ---- periodic work and signals ---- */
 
+static void on_tick(uv_timer_t *t)
+{
+	tp_deadlines_sweep(t->data);
+}
+
 static void on_janitor(uv_timer_t *t)
 {
 	tp_t *tp = t->data;
@@ -283,6 +290,7 @@ int tp_init(tp_t *tp, uv_loop_t *loop, conf_t *conf, bool serve, char *err,
 	tp->conf = conf;
 	tp_list_init(&tp->logins);
 	tp_list_init(&tp->cancels);
+	tp_list_init(&tp->timed);
 	tp->tokens = auth_tokens_new(loop);
 	tp->pools = calloc(conf->npools, sizeof(*tp->pools));
 	if (!tp->tokens || !tp->pools)
@@ -301,6 +309,9 @@ int tp_init(tp_t *tp, uv_loop_t *loop, conf_t *conf, bool serve, char *err,
 	uv_timer_init(loop, &tp->janitor);
 	tp->janitor.data = tp;
 	uv_timer_start(&tp->janitor, on_janitor, TP_JANITOR_MS, TP_JANITOR_MS);
+	uv_timer_init(loop, &tp->tick);
+	tp->tick.data = tp;
+	uv_timer_start(&tp->tick, on_tick, TP_TICK_MS, TP_TICK_MS);
 	uv_timer_init(loop, &tp->drain_timer);
 	tp->drain_timer.data = tp;
 	uv_signal_init(loop, &tp->sigterm);
@@ -356,6 +367,7 @@ static void finish(tp_t *tp)
 	close_list(&tp->logins, "shutting down");
 	close_list(&tp->cancels, "shutting down");
 	uv_close((uv_handle_t *)&tp->janitor, NULL);
+	uv_close((uv_handle_t *)&tp->tick, NULL);
 	uv_close((uv_handle_t *)&tp->drain_timer, NULL);
 	uv_close((uv_handle_t *)&tp->sigterm, NULL);
 	uv_close((uv_handle_t *)&tp->sigint, NULL);

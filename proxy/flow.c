@@ -26,7 +26,7 @@ static void close_after_flush(tp_conn_t *c)
 	tp_conn_stop_read(c);
 	tp_conn_flush(c);
 	if (!c->closing && c->write_queued == 0)
-		tp_conn_close(c, c->fail_msg[0] ? c->fail_msg : "done");
+		tp_conn_close(c, tp_conn_reason(c, "done"));
 }
 
 /* ---- client login ---- */
@@ -60,7 +60,7 @@ static void client_authenticated(tp_conn_t *c)
 {
 	tp_pool_t *pool = c->pool;
 
-	uv_timer_stop(&c->timer);
+	tp_conn_deadline_stop(c);
 	tp_log(TP_LOG_INFO, c, "client logged in as %s%s",
 	       c->route.client ? c->route.client->user : "?",
 	       c->tls ? " over TLS" : "");
@@ -123,13 +123,13 @@ static void server_start_tls(tp_conn_t *s)
 	s->tls = tp_tls_new(s->pool->server_ctx, true, name);
 	if (!s->tls) {
 		tp_conn_fail(s, TP_ETLS, "cannot start TLS");
-		tp_conn_close(s, s->fail_msg);
+		tp_conn_close(s, tp_conn_reason(s, "failed"));
 		return;
 	}
 	rc = tp_tls_handshake(s->tls, err, sizeof(err));
 	if (rc != TP_EAGAIN) {
 		tp_conn_fail(s, TP_ETLS, "TLS start failed: %s", err);
-		tp_conn_close(s, s->fail_msg);
+		tp_conn_close(s, tp_conn_reason(s, "failed"));
 		return;
 	}
 	tp_conn_flush(s); /* ClientHello */
@@ -150,7 +150,7 @@ static void server_step(tp_conn_t *s, tp_step_t step)
 			break;
 		if (s->syncing) { /* in step with its client: go on */
 			s->syncing = false;
-			uv_timer_stop(&s->timer);
+			tp_conn_deadline_stop(s);
 			if (s->peer && s->peer->in.len)
 				tp_conn_process(s->peer);
 			break;
@@ -162,17 +162,17 @@ static void server_step(tp_conn_t *s, tp_step_t step)
 			close_after_flush(s);
 			break;
 		}
-		if (!s->fail_msg[0])
+		if (!s->fail_msg)
 			tp_conn_fail(s, TP_ESERVER_LOGIN,
 				     "server login failed");
-		tp_conn_close(s, s->fail_msg);
+		tp_conn_close(s, tp_conn_reason(s, "failed"));
 		break;
 	}
 }
 
 void tp_server_begin_login(tp_conn_t *s)
 {
-	server_step(s, s->proto->server_start(s, &s->login));
+	server_step(s, s->proto->server_start(s, &s->up->login));
 }
 
 void tp_conn_tls_ready(tp_conn_t *c)
@@ -186,10 +186,10 @@ void tp_conn_tls_ready(tp_conn_t *c)
 	       tp_tls_version(c->tls),
 	       c->pool->conf->server.tls.mode <= CONF_TLS_VERIFY_CA ? "yes"
 								    : "no");
-	if (c->probe)
-		c->probe(c->probe_arg, c, TP_PROBE_TLS, 0, NULL);
+	if (c->up->probe)
+		c->up->probe(c->up->probe_arg, c, TP_PROBE_TLS, 0, NULL);
 	if (!c->closing)
-		server_step(c, c->proto->server_tls_done(c, &c->login));
+		server_step(c, c->proto->server_tls_done(c, &c->up->login));
 }
 
 static void process_server_login(tp_conn_t *s)
@@ -199,8 +199,8 @@ static void process_server_login(tp_conn_t *s)
 
 	if (s->tls && !s->tls->done)
 		return;
-	step =
-	    s->proto->server_read(s, &s->login, s->in.data, s->in.len, &used);
+	step = s->proto->server_read(s, &s->up->login, s->in.data, s->in.len,
+				     &used);
 	consume(s, used);
 	server_step(s, step);
 }

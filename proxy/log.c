@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <arpa/inet.h>
 #include <sys/time.h>
 
 #include "proxy/tp.h"
@@ -64,6 +65,24 @@ static void json_escape(const char *in, char *out, size_t cap)
 	out[o] = 0;
 }
 
+/* "10.0.0.5:41234" for clients, the server's host:port for servers;
+ * formatted here so connections need not carry the text. */
+static void peer_name(tp_conn_t *c, char *out, size_t cap)
+{
+	char ip[INET6_ADDRSTRLEN];
+
+	out[0] = 0;
+	if (c->side == TP_SIDE_SERVER && c->pool) {
+		snprintf(out, cap, "%s:%d", c->pool->conf->server.host,
+			 c->pool->conf->server.port);
+	} else if (c->peer_family &&
+		   inet_ntop(c->peer_family, c->peer_ip, ip, sizeof(ip))) {
+		snprintf(out, cap,
+			 c->peer_family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip,
+			 c->peer_port);
+	}
+}
+
 void tp_logv(tp_log_level_t level, tp_conn_t *conn, const char *fmt, va_list ap)
 {
 	char ts[40], msg[1024], prefix[256] = "";
@@ -72,12 +91,16 @@ void tp_logv(tp_log_level_t level, tp_conn_t *conn, const char *fmt, va_list ap)
 		return;
 	timestamp(ts, sizeof(ts));
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	if (conn)
+	if (conn) {
+		char peer[INET6_ADDRSTRLEN + 80];
+
+		peer_name(conn, peer, sizeof(peer));
 		snprintf(prefix, sizeof(prefix), "%c-%llu %s%s%s",
 			 conn->side == TP_SIDE_CLIENT ? 'C' : 'S',
 			 (unsigned long long)conn->id,
 			 conn->pool ? conn->pool->conf->name : "-",
-			 conn->peer_name[0] ? " " : "", conn->peer_name);
+			 peer[0] ? " " : "", peer);
+	}
 	if (log_cfg.json) {
 		char emsg[2048], epre[256];
 

@@ -21,9 +21,12 @@ static const char usage[] =
     "          one PASS/FAIL line per step with a hint\n"
     "  hash    read a password on stdin, print password_hash values\n"
     "\n"
-    "Config: -c FILE, else $TOKENPOOL_CONFIG, else ./tokenpool.json.\n";
+    "Config: -c FILE, else $TOKENPOOL_CONFIG, else ./tokenpool.json, else\n"
+    "the environment alone (Service Connector's AZURE_POSTGRESQL_*,\n"
+    "AZURE_MYSQL_*, AZURE_SQL_* with TOKENPOOL_CLIENT_USER/_PASSWORD).\n";
 
-/* -c, then $TOKENPOOL_CONFIG, then ./tokenpool.json. */
+/* -c, then $TOKENPOOL_CONFIG, then ./tokenpool.json; NULL when there is no
+ * file (the environment alone may still describe the pools). */
 static const char *config_path(const char *given)
 {
 	const char *env = getenv("TOKENPOOL_CONFIG");
@@ -37,16 +40,35 @@ static const char *config_path(const char *given)
 	return NULL;
 }
 
+/* Zero config: pools from the variables Service Connector sets. */
+static conf_t *load_env(void)
+{
+	char err[512];
+	conf_t *conf = NULL;
+
+	if (conf_load_env(&conf, err, sizeof(err)) != 0) {
+		fprintf(stderr, "tokenpool: %s\n", err);
+		return NULL;
+	}
+	return conf;
+}
+
 static conf_t *load(const char *given)
 {
 	const char *path = config_path(given);
 	char err[512];
 	conf_t *conf = NULL;
 
+	if (!path && conf_env_present())
+		return load_env();
 	if (!path) {
-		fprintf(stderr,
-			"tokenpool: no config: pass -c FILE, set "
-			"TOKENPOOL_CONFIG, or create ./tokenpool.json\n");
+		fprintf(
+		    stderr,
+		    "tokenpool: no config: pass -c FILE, set "
+		    "TOKENPOOL_CONFIG, create ./tokenpool.json, or set "
+		    "Service Connector's variables "
+		    "(AZURE_POSTGRESQL_CONNECTIONSTRING, ...) with "
+		    "TOKENPOOL_CLIENT_USER and TOKENPOOL_CLIENT_PASSWORD\n");
 		return NULL;
 	}
 	if (conf_load_file(path, &conf, err, sizeof(err)) != 0) {

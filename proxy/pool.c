@@ -90,16 +90,14 @@ static int nservers(tp_pool_t *pool)
 
 /* ---- opening a server connection ---- */
 
-static void server_timeout(uv_timer_t *t)
+static void server_timeout(tp_conn_t *s)
 {
-	tp_conn_t *s = t->data;
-
-	if (!s->fail_msg[0])
+	if (!s->fail_msg)
 		tp_conn_fail(s, TP_ETIMEOUT,
 			     "server %s did not finish within %g s",
 			     s->state == TP_S_RESET ? "reset" : "login",
 			     s->pool->conf->pool.connect_timeout);
-	tp_conn_close(s, s->fail_msg);
+	tp_conn_close(s, tp_conn_reason(s, "failed"));
 }
 
 static void try_connect(tp_conn_t *s);
@@ -128,13 +126,13 @@ static void on_connected(uv_connect_t *req, int status)
 		tp_conn_fail(s, TP_ECONNECT, "cannot connect to %s:%d: %s",
 			     s->pool->conf->server.host,
 			     s->pool->conf->server.port, uv_strerror(status));
-		if (s->addr_next) {
+		if (s->up->addr_next) {
 			/* Try the next address on a fresh socket. */
 			s->reconnecting = true;
 			uv_close((uv_handle_t *)&s->tcp, on_retry_closed);
 			return;
 		}
-		tp_conn_close(s, s->fail_msg);
+		tp_conn_close(s, tp_conn_reason(s, "failed"));
 		return;
 	}
 	uv_tcp_nodelay(&s->tcp, 1);
@@ -145,17 +143,17 @@ static void on_connected(uv_connect_t *req, int status)
 
 static void try_connect(tp_conn_t *s)
 {
-	struct addrinfo *ai = s->addr_next;
+	struct addrinfo *ai = s->up->addr_next;
 	int rc;
 
-	s->addr_next = ai->ai_next;
-	s->connect_req.data = s;
-	rc =
-	    uv_tcp_connect(&s->connect_req, &s->tcp, ai->ai_addr, on_connected);
+	s->up->addr_next = ai->ai_next;
+	s->up->connect_req.data = s;
+	rc = uv_tcp_connect(&s->up->connect_req, &s->tcp, ai->ai_addr,
+			    on_connected);
 	if (rc < 0) {
 		tp_conn_fail(s, TP_ECONNECT, "cannot connect to %s: %s",
 			     s->pool->conf->server.host, uv_strerror(rc));
-		tp_conn_close(s, s->fail_msg);
+		tp_conn_close(s, tp_conn_reason(s, "failed"));
 	}
 }
 
@@ -171,10 +169,10 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 	if (status < 0 || !res) {
 		tp_conn_fail(s, TP_ECONNECT, "cannot resolve %s: %s",
 			     s->pool->conf->server.host, uv_strerror(status));
-		tp_conn_close(s, s->fail_msg);
+		tp_conn_close(s, tp_conn_reason(s, "failed"));
 		return;
 	}
-	s->addrs = s->addr_next = res;
+	s->up->addrs = s->up->addr_next = res;
 	try_connect(s);
 }
 
@@ -187,25 +185,25 @@ static void resolve(tp_conn_t *s)
 	int rc;
 
 	snprintf(port, sizeof(port), "%d", srv->port);
-	s->gai.data = s;
-	rc = uv_getaddrinfo(s->tp->loop, &s->gai, on_resolved, srv->host, port,
-			    &hints);
+	s->up->gai.data = s;
+	rc = uv_getaddrinfo(s->tp->loop, &s->up->gai, on_resolved, srv->host,
+			    port, &hints);
 	if (rc < 0) {
 		tp_conn_fail(s, TP_ECONNECT, "cannot resolve %s: %s", srv->host,
 			     uv_strerror(rc));
-		tp_conn_close(s, s->fail_msg);
+		tp_conn_close(s, tp_conn_reason(s, "failed"));
 	}
 }
 
 static int keep_secret(tp_conn_t *s, const char *secret, size_t len)
 {
-	s->secret = malloc(len + 1);
-	if (!s->secret)
+	s->up->secret = malloc(len + 1);
+	if (!s->up->secret)
 		return TP_ENOMEM;
-	memcpy(s->secret, secret, len);
-	s->secret[len] = 0;
-	s->login.secret = s->secret;
-	s->login.secret_len = len;
+	memcpy(s->up->secret, secret, len);
+	s->up->secret[len] = 0;
+	s->up->login.secret = s->up->secret;
+	s->up->login.secret_len = len;
 	return 0;
 }
 
@@ -214,22 +212,22 @@ static void on_token(void *arg, int err, const char *token, size_t len,
 {
 	tp_conn_t *s = arg;
 
-	s->token_wait = NULL;
+	s->up->token_wait = NULL;
 	if (s->closing)
 		return;
 	if (err) {
 		tp_conn_fail(s, TP_ETOKEN, "no access token for %s: %s",
 			     s->pool->conf->server.scope,
 			     reason ? reason : tp_strerror(err));
-		tp_conn_close(s, s->fail_msg);
+		tp_conn_close(s, tp_conn_reason(s, "failed"));
 		return;
 	}
 	if (keep_secret(s, token, len)) {
 		tp_conn_close(s, "out of memory");
 		return;
 	}
-	if (s->probe)
-		s->probe(s->probe_arg, s, TP_PROBE_TOKEN, 0, NULL);
+	if (s->up->probe)
+		s->up->probe(s->up->probe_arg, s, TP_PROBE_TOKEN, 0, NULL);
 	resolve(s);
 }
 
@@ -241,7 +239,7 @@ static void get_secret_then_connect(tp_conn_t *s)
 	size_t len;
 	int rc;
 
-	if (s->login.kind == TP_LOGIN_CANCEL) {
+	if (s->up->login.kind == TP_LOGIN_CANCEL) {
 		resolve(s); /* a cancel carries no credential */
 		return;
 	}
@@ -251,8 +249,9 @@ static void get_secret_then_connect(tp_conn_t *s)
 	} else if (auth_token_peek(s->tp->tokens, pool->identity, srv->scope,
 				   TP_TOKEN_MIN_VALID, &tok, &len) == 0) {
 		rc = keep_secret(s, tok, len);
-		if (!rc && s->probe)
-			s->probe(s->probe_arg, s, TP_PROBE_TOKEN, 0, NULL);
+		if (!rc && s->up->probe)
+			s->up->probe(s->up->probe_arg, s, TP_PROBE_TOKEN, 0,
+				     NULL);
 	} else {
 		/* A little under the login's own deadline, so a client hears
 		 * the identity endpoint's failure rather than a bare timeout.
@@ -261,7 +260,7 @@ static void get_secret_then_connect(tp_conn_t *s)
 
 		rc = auth_token_wait(s->tp->tokens, pool->identity, srv->scope,
 				     t > 0.05 ? t : 0.05, on_token, s,
-				     &s->token_wait);
+				     &s->up->token_wait);
 		if (rc == 0)
 			return;
 	}
@@ -280,13 +279,11 @@ static tp_conn_t *new_server(tp_pool_t *pool, tp_login_kind_t kind)
 	if (!s)
 		return NULL;
 	s->pool = pool;
-	s->login.kind = kind;
-	s->login.pool = pool->conf;
-	s->login.user = srv->user;
-	s->login.database = srv->database;
-	s->login.tls = srv->tls.mode != CONF_TLS_DISABLE;
-	snprintf(s->peer_name, sizeof(s->peer_name), "%s:%d", srv->host,
-		 srv->port);
+	s->up->login.kind = kind;
+	s->up->login.pool = pool->conf;
+	s->up->login.user = srv->user;
+	s->up->login.database = srv->database;
+	s->up->login.tls = srv->tls.mode != CONF_TLS_DISABLE;
 	return s;
 }
 
@@ -299,8 +296,8 @@ static void launch(tp_pool_t *pool)
 		return;
 	}
 	tp_conn_set_state(s, TP_S_CONNECTING);
-	uv_timer_start(&s->timer, server_timeout,
-		       (uint64_t)conf_ms(pool->conf->pool.connect_timeout), 0);
+	tp_conn_deadline(s, server_timeout,
+			 (uint64_t)conf_ms(pool->conf->pool.connect_timeout));
 	tp_log(TP_LOG_DEBUG, s, "opening server connection");
 	get_secret_then_connect(s);
 }
@@ -311,11 +308,11 @@ int tp_pool_probe(tp_pool_t *pool, tp_probe_cb cb, void *arg)
 
 	if (!s)
 		return TP_ENOMEM;
-	s->probe = cb;
-	s->probe_arg = arg;
+	s->up->probe = cb;
+	s->up->probe_arg = arg;
 	tp_conn_set_state(s, TP_S_CONNECTING);
-	uv_timer_start(&s->timer, server_timeout,
-		       (uint64_t)conf_ms(pool->conf->pool.connect_timeout), 0);
+	tp_conn_deadline(s, server_timeout,
+			 (uint64_t)conf_ms(pool->conf->pool.connect_timeout));
 	get_secret_then_connect(s);
 	return 0;
 }
@@ -336,20 +333,19 @@ void tp_pool_cancel(tp_pool_t *pool, tp_conn_t *server)
 		tp_conn_close(s, "out of memory");
 		return;
 	}
-	s->login.cancel_key = (const uint8_t *)s->secret;
-	s->login.cancel_key_len = n;
-	s->login.secret = NULL;
-	s->login.secret_len = n; /* so the copy is wiped on free */
-	uv_timer_start(&s->timer, server_timeout,
-		       (uint64_t)conf_ms(pool->conf->pool.connect_timeout), 0);
+	s->up->login.cancel_key = (const uint8_t *)s->up->secret;
+	s->up->login.cancel_key_len = n;
+	s->up->login.secret = NULL;
+	s->up->login.secret_len = n; /* so the copy is wiped on free */
+	tp_conn_deadline(s, server_timeout,
+			 (uint64_t)conf_ms(pool->conf->pool.connect_timeout));
 	resolve(s);
 }
 
 /* ---- linking clients and servers ---- */
 
-static void wait_timeout(uv_timer_t *t)
+static void wait_timeout(tp_conn_t *c)
 {
-	tp_conn_t *c = t->data;
 	tp_pool_t *pool = c->pool;
 	char msg[900];
 
@@ -367,7 +363,7 @@ static void wait_timeout(uv_timer_t *t)
 
 static void link_pair(tp_pool_t *pool, tp_conn_t *c, tp_conn_t *s)
 {
-	uv_timer_stop(&c->timer);
+	tp_conn_deadline_stop(c);
 	c->peer = s;
 	s->peer = c;
 	s->pending = 0;
@@ -389,9 +385,9 @@ static void link_pair(tp_pool_t *pool, tp_conn_t *c, tp_conn_t *s)
 	    c->proto->server_sync(s, c) == TP_STEP_MORE) {
 		/* The client's bytes wait until the server is in step. */
 		s->syncing = true;
-		uv_timer_start(
-		    &s->timer, server_timeout,
-		    (uint64_t)conf_ms(pool->conf->pool.connect_timeout), 0);
+		tp_conn_deadline(
+		    s, server_timeout,
+		    (uint64_t)conf_ms(pool->conf->pool.connect_timeout));
 		tp_conn_flush(s);
 		return;
 	}
@@ -411,8 +407,8 @@ void tp_pool_acquire(tp_pool_t *pool, tp_conn_t *c)
 		return;
 	}
 	tp_conn_set_state(c, TP_C_WAITING);
-	uv_timer_start(&c->timer, wait_timeout,
-		       (uint64_t)conf_ms(pool->conf->pool.wait_timeout), 0);
+	tp_conn_deadline(c, wait_timeout,
+			 (uint64_t)conf_ms(pool->conf->pool.wait_timeout));
 	if (pool->count[TP_C_WAITING] > pool->count[TP_S_CONNECTING] &&
 	    nservers(pool) < pool->conf->pool.size)
 		launch(pool);
@@ -431,30 +427,30 @@ static void probe_ready(tp_conn_t *s)
 {
 	tp_probe_event_t ev =
 	    s->state == TP_S_CONNECTING ? TP_PROBE_LOGIN : TP_PROBE_QUERY;
-	tp_probe_cb cb = s->probe;
+	tp_probe_cb cb = s->up->probe;
 
-	cb(s->probe_arg, s, ev, 0, NULL);
+	cb(s->up->probe_arg, s, ev, 0, NULL);
 	if (ev == TP_PROBE_LOGIN && s->proto->server_probe) {
 		tp_conn_set_state(s, TP_S_RESET); /* replies via server_read */
-		uv_timer_start(
-		    &s->timer, server_timeout,
-		    (uint64_t)conf_ms(s->pool->conf->pool.connect_timeout), 0);
+		tp_conn_deadline(
+		    s, server_timeout,
+		    (uint64_t)conf_ms(s->pool->conf->pool.connect_timeout));
 		if (s->proto->server_probe(s) != TP_STEP_DONE) {
 			tp_conn_flush(s);
 			return;
 		}
-		cb(s->probe_arg, s, TP_PROBE_QUERY, 0, NULL);
+		cb(s->up->probe_arg, s, TP_PROBE_QUERY, 0, NULL);
 	} else if (ev == TP_PROBE_LOGIN) { /* no probe query in this protocol */
-		cb(s->probe_arg, s, TP_PROBE_QUERY, 0, NULL);
+		cb(s->up->probe_arg, s, TP_PROBE_QUERY, 0, NULL);
 	}
-	s->probe = NULL; /* nothing more to report */
+	s->up->probe = NULL; /* nothing more to report */
 	tp_conn_close(s, "doctor is done");
 }
 
 void tp_pool_server_ready(tp_pool_t *pool, tp_conn_t *s)
 {
-	uv_timer_stop(&s->timer);
-	if (s->probe) {
+	tp_conn_deadline_stop(s);
+	if (s->up->probe) {
 		probe_ready(s);
 		return;
 	}
@@ -475,11 +471,11 @@ void tp_pool_server_ready(tp_pool_t *pool, tp_conn_t *s)
 			pool->welcome_len = len;
 		}
 	}
-	if (s->secret) { /* the token is not needed after login */
-		OPENSSL_cleanse(s->secret, s->login.secret_len);
-		free(s->secret);
-		s->secret = NULL;
-		s->login.secret = NULL;
+	if (s->up->secret) { /* the token is not needed after login */
+		OPENSSL_cleanse(s->up->secret, s->up->login.secret_len);
+		free(s->up->secret);
+		s->up->secret = NULL;
+		s->up->login.secret = NULL;
 	}
 	s->peer = NULL;
 	if (expired(pool, s) || s->broken) {
@@ -546,8 +542,8 @@ void tp_pool_client_gone(tp_pool_t *pool, tp_conn_t *c)
 		tp_pool_server_ready(pool, s);
 		return;
 	}
-	uv_timer_start(&s->timer, server_timeout,
-		       (uint64_t)conf_ms(pool->conf->pool.connect_timeout), 0);
+	tp_conn_deadline(s, server_timeout,
+			 (uint64_t)conf_ms(pool->conf->pool.connect_timeout));
 	tp_conn_flush(s);
 }
 
@@ -580,28 +576,27 @@ void tp_pool_server_gone(tp_pool_t *pool, tp_conn_t *s)
 	s->peer = NULL;
 	if (was == TP_S_CANCEL)
 		return;
-	if (s->probe) {
-		tp_probe_cb cb = s->probe;
+	if (s->up->probe) {
+		tp_probe_cb cb = s->up->probe;
 
-		s->probe = NULL;
+		s->up->probe = NULL;
 		tp_conn_set_state(s, TP_CLOSING);
-		cb(s->probe_arg, s, TP_PROBE_FAILED,
+		cb(s->up->probe_arg, s, TP_PROBE_FAILED,
 		   s->fail_err ? s->fail_err : TP_ECONNECT,
-		   s->fail_msg[0] ? s->fail_msg
-				  : "server closed the connection");
+		   tp_conn_reason(s, "server closed the connection"));
 		return;
 	}
 	if (c) {
 		c->peer = NULL;
 		snprintf(msg, sizeof(msg), "server connection lost: %s",
-			 s->fail_msg[0] ? s->fail_msg : "closed");
+			 tp_conn_reason(s, "closed"));
 		tp_conn_error_close(c, TP_ECONNECT, msg);
 	}
 	tp_conn_set_state(s, TP_CLOSING); /* not counted from here on */
 	if (was == TP_S_CONNECTING)
-		tp_pool_server_failed(
-		    pool, s->fail_err ? s->fail_err : TP_ECONNECT,
-		    s->fail_msg[0] ? s->fail_msg : "server login failed");
+		tp_pool_server_failed(pool,
+				      s->fail_err ? s->fail_err : TP_ECONNECT,
+				      tp_conn_reason(s, "server login failed"));
 	if (pool->count[TP_C_WAITING] > pool->count[TP_S_CONNECTING] &&
 	    nservers(pool) < pool->conf->pool.size && !pool->tp->stopping &&
 	    was != TP_S_CONNECTING)

@@ -131,7 +131,7 @@ const char *tp_conn_state_name(tp_conn_state_t st);
 
 /* Buffers come in blocks of this size (larger only for large messages). */
 #define TP_BLOCK       (64u * 1024u)
-#define TP_BLOCK_CACHE 256
+#define TP_BLOCK_CACHE 32
 
 typedef struct tp_buf {
 	uint8_t *data;
@@ -154,9 +154,28 @@ typedef enum {
 typedef void (*tp_probe_cb)(void *arg, tp_conn_t *s, tp_probe_event_t ev,
 			    int err, const char *msg);
 
+/* What only a server connection needs, kept apart so a client (the many
+ * idle ones above all) does not carry it. */
+typedef struct tp_upstream {
+	tp_login_t login;
+	char *secret; /* copy of the token or password during login */
+	uv_getaddrinfo_t gai;
+	struct addrinfo *addrs, *addr_next; /* resolved, to try in order */
+	uv_connect_t connect_req;
+	auth_wait_t *token_wait;
+	tp_probe_cb probe; /* a doctor's link, not a pooled one */
+	void *probe_arg;
+} tp_upstream_t;
+
+#define TP_FAIL_MAX 768
+
 struct tp_conn {
 	uv_tcp_t tcp;
-	uv_timer_t timer; /* login, wait and connect timeouts */
+	/* One deadline at a time (login, wait, connect, close), swept by the
+	 * context's tick: cheaper than a libuv timer in every connection. */
+	tp_list_t timed_node;
+	uint64_t due_ms;
+	void (*due)(tp_conn_t *c);
 	tp_t *tp;
 	uint64_t id;
 	tp_side_t side;
@@ -183,22 +202,25 @@ struct tp_conn {
 	bool broken;	    /* server: never reuse */
 	bool needs_welcome; /* client: send welcome when a server is linked */
 	bool syncing;	    /* server: bringing settings in line with client */
-	tp_probe_cb probe;  /* server: a doctor's link, not a pooled one */
-	void *probe_arg;
 	int open_handles;
 	tp_route_t route;      /* clients */
 	uint8_t client_key[8]; /* clients: synthetic cancel key */
-	tp_login_t login;      /* servers */
-	char *secret;	       /* servers: copy of the token during login */
-	uv_getaddrinfo_t gai;
-	struct addrinfo *addrs, *addr_next; /* servers: resolved, to try */
-	uv_connect_t connect_req;
-	auth_wait_t *token_wait;
+	tp_upstream_t *up;     /* servers only: what a login needs */
 	uint64_t created_ms, last_used_ms;
 	int fail_err;
-	char fail_msg[768];
-	char peer_name[80];
+	char *fail_msg; /* why it failed or closes; NULL when nothing failed */
+	/* clients: the peer's address, formatted only when a line is logged */
+	uint8_t peer_ip[16];
+	uint16_t peer_port;
+	uint8_t peer_family; /* AF_INET, AF_INET6, or 0 when unknown */
 };
+
+/* Calls cb(c) about ms from now (within the tick, 100 ms), unless stopped
+ * or re-armed first. One deadline per connection. */
+void tp_conn_deadline(tp_conn_t *c, void (*cb)(tp_conn_t *c), uint64_t ms);
+void tp_conn_deadline_stop(tp_conn_t *c);
+/* The context's tick: fires the deadlines that are due. */
+void tp_deadlines_sweep(tp_t *tp);
 
 /* Moves c to a new state and the matching list; the one place that does. */
 void tp_conn_set_state(tp_conn_t *c, tp_conn_state_t st);
@@ -208,6 +230,8 @@ void tp_conn_close(tp_conn_t *c, const char *reason);
 /* Sends a protocol error, then closes after the flush. */
 void tp_conn_error_close(tp_conn_t *c, int err, const char *msg);
 void tp_conn_flush(tp_conn_t *c);
+/* The recorded failure, or dflt when none was recorded. */
+const char *tp_conn_reason(tp_conn_t *c, const char *dflt);
 void tp_conn_start_read(tp_conn_t *c);
 void tp_conn_stop_read(tp_conn_t *c);
 tp_conn_t *tp_conn_new(tp_t *tp, tp_side_t side, const tp_protocol_t *proto);
@@ -290,6 +314,8 @@ struct tp_t {
 	tp_list_t cancels; /* links sending a cancel upstream */
 	uv_signal_t sigterm, sigint;
 	uv_timer_t janitor;
+	uv_timer_t tick;	 /* sweeps connection deadlines */
+	tp_list_t timed;	 /* connections with a deadline armed */
 	uv_timer_t drain_timer;	 /* shutdown: checks whether clients are gone */
 	uint64_t drain_deadline; /* loop ms when shutdown.timeout runs out */
 	bool drain_forced;

@@ -38,23 +38,29 @@ enum pg_phase {
 typedef struct pg_state {
 	enum pg_phase phase;
 	char txn;	/* last ReadyForQuery status ('I', 'T', 'E') */
-	char user[64];	/* client side: for error messages */
+	char *user;	/* client, during login: for error messages */
 	uint8_t key[8]; /* server side: the real BackendKeyData */
 	auth_scram_server_t *scram;   /* client login only */
 	auth_scram_client_t *scram_c; /* server login only */
 	uint8_t *params;	      /* server side: ParameterStatus msgs */
 	size_t params_len;
-	int reset_pending; /* ReadyForQuery messages still due */
-	pg_vars_t vars;	   /* client: what it asked for; server: what it has */
+	int reset_pending;  /* ReadyForQuery messages still due */
+	pg_vars_t vars;	    /* client: what it asked for; server: what it has */
+	pg_vars_t *initial; /* server: its values at login (the defaults) */
 } pg_state_t;
 
 static void *pg_conn_new(bool client_side)
 {
 	pg_state_t *st = calloc(1, sizeof(*st));
 
-	if (st) {
-		st->phase = client_side ? PGC_STARTUP : PGS_SSL;
-		st->txn = 'I';
+	if (!st)
+		return NULL;
+	st->phase = client_side ? PGC_STARTUP : PGS_SSL;
+	st->txn = 'I';
+	/* Only servers need their defaults; an idle client stays small. */
+	if (!client_side && !(st->initial = calloc(1, sizeof(*st->initial)))) {
+		free(st);
+		return NULL;
 	}
 	return st;
 }
@@ -72,6 +78,10 @@ static void pg_conn_free(void *p)
 	free(st->scram_c);
 	free(st->params);
 	pg_vars_free(&st->vars);
+	if (st->initial)
+		pg_vars_free(st->initial);
+	free(st->initial);
+	free(st->user);
 	free(st);
 }
 
@@ -131,7 +141,7 @@ static tp_step_t auth_failed(tp_conn_t *c)
 
 	snprintf(msg, sizeof(msg),
 		 "password authentication failed for user \"%s\"",
-		 state(c)->user);
+		 state(c)->user ? state(c)->user : "?");
 	return fail(c, TP_EAUTH, msg);
 }
 
@@ -174,7 +184,10 @@ static tp_step_t on_startup(tp_conn_t *c, const pg_startup_t *su)
 
 	if (!su->user || !su->user[0])
 		return fail(c, TP_EPROTO, "no user name in startup packet");
-	snprintf(state(c)->user, sizeof(state(c)->user), "%s", su->user);
+	free(state(c)->user);
+	state(c)->user = strndup(su->user, 63);
+	if (!state(c)->user)
+		return fail(c, TP_ENOMEM, "out of memory");
 	db = su->database && su->database[0] ? su->database : NULL;
 	err = tp_conn_route(c, su->user, db, &r);
 	if (err == TP_ENODB) {
@@ -259,6 +272,8 @@ static tp_step_t on_sasl(tp_conn_t *c, const uint8_t *msg, size_t n)
 		return fail(c, TP_EPROTO, "invalid SCRAM message");
 	send_auth(c, 12, out, outlen);
 	st->phase = PGC_DONE;
+	free(st->user); /* only error messages during login needed it */
+	st->user = NULL;
 	return TP_STEP_DONE;
 }
 
@@ -275,6 +290,8 @@ static tp_step_t on_password(tp_conn_t *c, const uint8_t *msg, size_t n)
 					    (const char *)data, dlen - 1))
 		return auth_failed(c);
 	state(c)->phase = PGC_DONE;
+	free(state(c)->user);
+	state(c)->user = NULL;
 	return TP_STEP_DONE;
 }
 
@@ -346,10 +363,8 @@ static void send_params(tp_conn_t *c, const uint8_t *params, size_t len)
 	       n <= len - pos) {
 		if (pg_parse_param(params + pos, n, &k, &v) == 0 &&
 		    (i = pg_var_index(k)) >= 0) {
-			/* No preference means the server's default, not
-			 * whatever the last client left on the server. */
-			if (!want->val[i] && pg_vars_set(want, k, v) != 0)
-				tp_conn_debug(c, "cannot record %s", k);
+			/* No preference means the server's default (see
+			 * pg_server_sync), never what the last client left. */
 			send_param(c, k, want->val[i] ? want->val[i] : v);
 			sent[i] = true;
 		} else {
@@ -578,6 +593,15 @@ static void record_param(tp_conn_t *s, const uint8_t *msg, size_t n)
 		tp_conn_debug(c, "cannot record parameter %s", k);
 }
 
+static void record_initial(tp_conn_t *s, const uint8_t *msg, size_t n)
+{
+	const char *k, *v;
+
+	if (pg_parse_param(msg, n, &k, &v) == 0 &&
+	    pg_vars_set(state(s)->initial, k, v) != 0)
+		tp_conn_debug(s, "cannot record parameter %s", k);
+}
+
 /* One message during login, reset or sync. */
 static tp_step_t server_login_msg(tp_conn_t *s, const tp_login_t *login,
 				  const uint8_t *msg, size_t n)
@@ -594,6 +618,8 @@ static tp_step_t server_login_msg(tp_conn_t *s, const tp_login_t *login,
 		return on_server_error(s, msg, n);
 	case 'S':
 		record_param(s, msg, n);
+		if (st->phase == PGS_READY) /* at login: the defaults */
+			record_initial(s, msg, n);
 		return st->phase == PGS_READY ? keep_param(s, msg, n)
 					      : TP_STEP_MORE;
 	case 'K':
@@ -738,8 +764,8 @@ static tp_step_t pg_server_sync(tp_conn_t *s, tp_conn_t *c)
 	pg_state_t *st = state(s);
 	char sql[PG_NVARS * (PG_VAR_MAX * 2 + 64)];
 	uint8_t hdr[5];
-	size_t n =
-	    pg_vars_sync_sql(&state(c)->vars, &st->vars, sql, sizeof(sql));
+	size_t n = pg_vars_sync_sql(&state(c)->vars, st->initial, &st->vars,
+				    sql, sizeof(sql));
 
 	if (!n)
 		return TP_STEP_DONE;

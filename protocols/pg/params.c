@@ -94,22 +94,24 @@ static bool put_raw(char *out, size_t cap, size_t *pos, const char *s)
 	return true;
 }
 
-size_t pg_vars_sync_sql(const pg_vars_t *want, const pg_vars_t *have, char *out,
-			size_t cap)
+size_t pg_vars_sync_sql(const pg_vars_t *want, const pg_vars_t *dflt,
+			const pg_vars_t *have, char *out, size_t cap)
 {
 	size_t pos = 0;
 
 	if (!cap)
 		return 0;
 	for (int i = 0; i < PG_NVARS; i++) {
-		if (!want->val[i] ||
-		    (have->val[i] && strcmp(want->val[i], have->val[i]) == 0))
+		/* No preference means the server's default. */
+		const char *w = want->val[i] ? want->val[i] : dflt->val[i];
+
+		if (!w || (have->val[i] && strcmp(w, have->val[i]) == 0))
 			continue;
 		/* Names come from our table, values are quoted literals. */
 		if (!put_raw(out, cap, &pos, "SET ") ||
 		    !put_raw(out, cap, &pos, var_names[i]) ||
 		    !put_raw(out, cap, &pos, " TO '") ||
-		    !put_quoted(out, cap, &pos, want->val[i]) ||
+		    !put_quoted(out, cap, &pos, w) ||
 		    !put_raw(out, cap, &pos, "';"))
 			return 0;
 	}

@@ -95,11 +95,11 @@ const char *pg_var_name(int i);
 /* Records key=value if key is tracked; 0, TP_ETOOBIG or TP_ENOMEM. */
 int pg_vars_set(pg_vars_t *v, const char *key, const char *value);
 void pg_vars_free(pg_vars_t *v);
-/* "SET a TO 'x';SET b TO 'y';" for what want has and have lacks or has
- * differently; NUL-terminated. Returns its length: 0 when in sync (or out
- * of room). */
-size_t pg_vars_sync_sql(const pg_vars_t *want, const pg_vars_t *have, char *out,
-			size_t cap);
+/* "SET a TO 'x';SET b TO 'y';" for each parameter whose wanted value
+ * (want's, or dflt's where want has none) have lacks or has differently;
+ * NUL-terminated. Returns its length: 0 when in sync (or out of room). */
+size_t pg_vars_sync_sql(const pg_vars_t *want, const pg_vars_t *dflt,
+			const pg_vars_t *have, char *out, size_t cap);
 
 /* Whether a SQL text starts with a statement that leaves session state on
  * the server (SET, LISTEN, PREPARE, temp tables, ...). */

@@ -216,7 +216,7 @@ static void check_param(const uint8_t *msg, size_t len)
 	REQUIRE(k >= (const char *)msg + 5 && v > k &&
 		v < (const char *)msg + len && msg[len - 1] == 0);
 	if (pg_vars_set(&want, k, v) == 0)
-		(void)pg_vars_sync_sql(&want, &have, sql, sizeof(sql));
+		(void)pg_vars_sync_sql(&want, &have, &have, sql, sizeof(sql));
 	pg_vars_free(&want);
 }
 

@@ -20,23 +20,26 @@ static void test_tracked_names_are_case_insensitive(void)
 
 static void test_in_sync_needs_nothing(void)
 {
-	pg_vars_t want = {0}, have = {0};
+	pg_vars_t want = {0}, have = {0}, none = {0};
 	char sql[256];
 
-	CHECK_EQ_INT(pg_vars_sync_sql(&want, &have, sql, sizeof(sql)), 0);
+	CHECK_EQ_INT(pg_vars_sync_sql(&want, &none, &have, sql, sizeof(sql)),
+		     0);
 	CHECK_EQ_INT(pg_vars_set(&want, "TimeZone", "UTC"), 0);
 	CHECK_EQ_INT(pg_vars_set(&have, "timezone", "UTC"), 0);
-	CHECK_EQ_INT(pg_vars_sync_sql(&want, &have, sql, sizeof(sql)), 0);
+	CHECK_EQ_INT(pg_vars_sync_sql(&want, &none, &have, sql, sizeof(sql)),
+		     0);
 	/* What the server has and the client does not care about: nothing. */
 	CHECK_EQ_INT(pg_vars_set(&have, "application_name", "x"), 0);
-	CHECK_EQ_INT(pg_vars_sync_sql(&want, &have, sql, sizeof(sql)), 0);
+	CHECK_EQ_INT(pg_vars_sync_sql(&want, &none, &have, sql, sizeof(sql)),
+		     0);
 	pg_vars_free(&want);
 	pg_vars_free(&have);
 }
 
 static void test_differences_become_quoted_sets(void)
 {
-	pg_vars_t want = {0}, have = {0};
+	pg_vars_t want = {0}, have = {0}, none = {0};
 	char sql[256];
 	size_t n;
 
@@ -44,15 +47,33 @@ static void test_differences_become_quoted_sets(void)
 	CHECK_EQ_INT(pg_vars_set(&want, "TimeZone", "Europe/Berlin"), 0);
 	CHECK_EQ_INT(pg_vars_set(&have, "TimeZone", "UTC"), 0);
 	CHECK_EQ_INT(pg_vars_set(&want, "not_tracked", "ignored"), 0);
-	n = pg_vars_sync_sql(&want, &have, sql, sizeof(sql));
+	n = pg_vars_sync_sql(&want, &none, &have, sql, sizeof(sql));
 	CHECK_EQ_STR(sql, "SET TimeZone TO 'Europe/Berlin';"
 			  "SET application_name TO 'it''s; DROP';");
 	CHECK_EQ_INT(n, strlen(sql));
 	/* No room: nothing half-written is reported as a statement. */
-	CHECK_EQ_INT(pg_vars_sync_sql(&want, &have, sql, 20), 0);
-	CHECK_EQ_INT(pg_vars_sync_sql(&want, &have, sql, n), 0);
-	CHECK_EQ_INT(pg_vars_sync_sql(&want, &have, sql, n + 1), n);
+	CHECK_EQ_INT(pg_vars_sync_sql(&want, &none, &have, sql, 20), 0);
+	CHECK_EQ_INT(pg_vars_sync_sql(&want, &none, &have, sql, n), 0);
+	CHECK_EQ_INT(pg_vars_sync_sql(&want, &none, &have, sql, n + 1), n);
 	pg_vars_free(&want);
+	pg_vars_free(&have);
+}
+
+/* A client without a preference gets the server's default back, not the
+ * value the previous client left (regression: TimeZone leaked). */
+static void test_no_preference_means_default(void)
+{
+	pg_vars_t want = {0}, dflt = {0}, have = {0};
+	char sql[256];
+
+	CHECK_EQ_INT(pg_vars_set(&dflt, "TimeZone", "Etc/UTC"), 0);
+	CHECK_EQ_INT(pg_vars_set(&have, "TimeZone", "Europe/Berlin"), 0);
+	CHECK(pg_vars_sync_sql(&want, &dflt, &have, sql, sizeof(sql)) > 0);
+	CHECK_EQ_STR(sql, "SET TimeZone TO 'Etc/UTC';");
+	CHECK_EQ_INT(pg_vars_set(&have, "TimeZone", "Etc/UTC"), 0);
+	CHECK_EQ_INT(pg_vars_sync_sql(&want, &dflt, &have, sql, sizeof(sql)),
+		     0);
+	pg_vars_free(&dflt);
 	pg_vars_free(&have);
 }
 
@@ -85,4 +106,5 @@ static void test_parse_param(void)
 TP_TEST_MAIN(TP_TEST(test_tracked_names_are_case_insensitive),
 	     TP_TEST(test_in_sync_needs_nothing),
 	     TP_TEST(test_differences_become_quoted_sets),
+	     TP_TEST(test_no_preference_means_default),
 	     TP_TEST(test_values_are_bounded), TP_TEST(test_parse_param))
