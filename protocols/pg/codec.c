@@ -396,13 +396,17 @@ static size_t next_word(const char *s, size_t len, size_t i)
 	return skip_blank(s, len, i);
 }
 
-/* Case-insensitive search for needle in s[0..len). */
+/* Case-insensitive search for needle (lower case) in s[0..len). Runs on
+ * every query in transaction mode: compare the first byte inline before
+ * paying for a call. */
 static bool contains_ci(const char *s, size_t len, const char *needle)
 {
 	size_t n = strlen(needle);
+	char first = needle[0];
 
 	for (size_t i = 0; n <= len && i <= len - n; i++)
-		if (strncasecmp(s + i, needle, n) == 0)
+		if ((s[i] | 0x20) == first &&
+		    strncasecmp(s + i + 1, needle + 1, n - 1) == 0)
 			return true;
 	return false;
 }
@@ -447,8 +451,8 @@ bool pg_sql_pins(const char *sql, size_t len)
 
 	if (contains_ci(sql, len, "set_config") ||
 	    contains_ci(sql, len, "advisory_lock") ||
-	    (contains_ci(sql, len, "DECLARE") &&
-	     contains_ci(sql, len, "WITH HOLD")))
+	    (contains_ci(sql, len, "declare") &&
+	     contains_ci(sql, len, "with hold")))
 		return true;
 	for (;;) {
 		if (statement_pins(sql, len, i))
