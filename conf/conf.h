@@ -219,6 +219,23 @@ int conf_load_string(const char *json, conf_t **out, char *err,
 void conf_free(conf_t *conf);
 
 /*
+ * Zero config (CONTRACT.md "Environment alone"): a snapshot built from the
+ * variables Azure Service Connector sets. AZURE_POSTGRESQL_*,
+ * AZURE_MYSQL_* and AZURE_SQL_* (a connection string in any form, or the
+ * split variables) each become one pool on 127.0.0.1 at the protocol's
+ * port (TOKENPOOL_<DB>_LISTEN overrides); the local client is
+ * TOKENPOOL_CLIENT_USER / TOKENPOOL_CLIENT_PASSWORD. The result passes the
+ * same validation as a config file; conf->path is NULL. TLS settings in
+ * the environment that would weaken verification are not obeyed but
+ * reported in conf->warnings (only TOKENPOOL_TLS_MODE relaxes). Errors
+ * are one line naming the variable, as conf_load_file's name the key.
+ */
+int conf_load_env(conf_t **out, char *err, size_t errlen) TP_MUST_CHECK;
+/* Whether any AZURE_POSTGRESQL_*, AZURE_MYSQL_* or AZURE_SQL_* variable is
+ * set: the caller's cue to try conf_load_env() when there is no file. */
+bool conf_env_present(void);
+
+/*
  * The effective config as pretty JSON (every key, defaults included), with
  * every secret value (passwords, hashes, client secrets, admin token)
  * replaced by "***". Caller frees with free(). NULL on allocation failure.

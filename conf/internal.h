@@ -157,4 +157,44 @@ void conf__free_client(conf_client_t *c);
 int conf__check_pools(conf__ctx_t *ctx, const conf_t *conf);
 void conf__free_pool(conf_pool_t *pool);
 
+/* ---- connection strings (connstr.c) ---- */
+#define CONF__CS_WEAK_MAX 8
+
+/* What a connection string says, in any form Service Connector writes.
+ * Strings are malloc'd, NULL when not given (an empty value is "not
+ * given"); free with conf__connstr_free(). */
+typedef struct conf__connstr {
+	const char *form; /* "libpq keywords", "URI", "ADO.NET", "ODBC",
+			     "JDBC", "Go MySQL DSN" (static) */
+	int protocol;	  /* CONF_PROTO_* a URL scheme names; -1 if none */
+	char *host;	  /* without "tcp:", brackets or port */
+	int port;	  /* 0 when not given */
+	char *database;
+	char *user;	    /* the "@server" Single Server suffix removed */
+	bool user_stripped; /* ... and it was there */
+	char *ca_file;	    /* sslrootcert, Root Certificate, sslca, ... */
+	/* A user-assigned identity: msiClientId, or User Id/UID when
+	 * Authentication names a managed identity or DefaultAzureCredential
+	 * (then user is NULL). */
+	char *client_id;
+	bool has_password; /* the value itself is never kept */
+	/* Settings that would weaken server verification, "key=value" as
+	 * written (sslmode=require, TrustServerCertificate=True, ...). */
+	char *weak[CONF__CS_WEAK_MAX];
+	size_t nweak;
+} conf__connstr_t;
+
+/* Parses s. On failure returns TP_ECONFIG (or TP_ENOMEM) with one line in
+ * err that starts with name ("AZURE_POSTGRESQL_CONNECTIONSTRING:
+ * unterminated quote at position 12") and never quotes a password; *out
+ * is then empty. */
+int conf__connstr_parse(const char *name, const char *s, conf__connstr_t *out,
+			char *err, size_t errlen) TP_MUST_CHECK;
+void conf__connstr_free(conf__connstr_t *cs);
+/* "app@myserver" with host "myserver.postgres.database.azure.com" becomes
+ * "app" (in place; Single Server's user@server form); true if it did. */
+bool conf__strip_server_suffix(char *user, const char *host);
+/* A decimal port 1..65535, nothing else. */
+bool conf__port_ok(const char *s, int *port);
+
 #endif
