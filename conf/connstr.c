@@ -989,8 +989,13 @@ int conf__connstr_parse(const char *name, const char *s, conf__connstr_t *out,
 	rc = parse_any(&cs, s);
 	if (!rc)
 		rc = finish(&cs);
-	if (rc)
+	if (rc) {
 		conf__connstr_free(out);
+		/* One line, whatever bytes of the input the message quotes. */
+		for (char *p = err; p && *p; p++)
+			if ((unsigned char)*p < 0x20 || *p == 0x7f)
+				*p = '?';
+	}
 	return rc;
 }
 

@@ -474,6 +474,19 @@ static void test_errors_never_echo_passwords(void)
 	}
 }
 
+/* Regression (fuzz_connstr): a newline inside the input came back inside
+ * the error, breaking the one-line error promise. */
+static void test_errors_are_one_line(void)
+{
+	const char *in = "postgresql://@jdbc:sqlserb\x9b\n\n";
+	conf__connstr_t cs;
+	char err[256];
+
+	CHECK(conf__connstr_parse("V", in, &cs, err, sizeof(err)) != 0);
+	CHECK(err[0] != 0);
+	CHECK(strchr(err, '\n') == NULL);
+}
+
 static void test_strip_server_suffix(void)
 {
 	char a[] = "app@srv", b[] = "app@other", c[] = "@srv", d[] = "x@SRV";
@@ -518,5 +531,6 @@ static void test_every_prefix(void)
 }
 
 TP_TEST_MAIN(TP_TEST(test_table), TP_TEST(test_errors_never_echo_passwords),
+	     TP_TEST(test_errors_are_one_line),
 	     TP_TEST(test_strip_server_suffix), TP_TEST(test_port),
 	     TP_TEST(test_every_prefix))
