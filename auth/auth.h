@@ -66,6 +66,17 @@ auth_tokens_t *auth_tokens_new(uv_loop_t *loop);
  * TP_ESHUTDOWN. */
 void auth_tokens_close(auth_tokens_t *tokens);
 
+/*
+ * Where the cache's own log lines go: which source `auto` picked and why
+ * the earlier ones were skipped (info), a fetch starting (debug). line is
+ * one line without a newline and never holds a token or secret; it is
+ * valid during the call only. Without a logger the lines are dropped.
+ * Failures are not logged here: they reach waiters as reasons.
+ */
+typedef void (*auth_log_cb)(void *arg, conf_log_level_t level,
+			    const char *line);
+void auth_tokens_set_logger(auth_tokens_t *tokens, auth_log_cb cb, void *arg);
+
 /* Timeout for one HTTP request to an identity endpoint (default 10 s; the
  * connect phase gets at most 5 s of it). For `doctor` and tests. */
 void auth_tokens_set_http_timeout(auth_tokens_t *tokens, double seconds);

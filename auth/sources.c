@@ -1,16 +1,26 @@
 /*
  * sources.c - where tokens come from: one small vtable per identity source.
  *
- * Today: IMDS (VMs, scale sets, AKS node pools) and App Service (also
- * Functions and Container Apps: IDENTITY_ENDPOINT + IDENTITY_HEADER).
- * `auto` picks App Service when both variables are set, else IMDS; the full
- * DefaultAzureCredential order comes later. Every other source fails with
- * "identity source X is not supported yet" until it is written.
+ * Here: IMDS (VMs, scale sets, AKS node pools), App Service (also
+ * Functions and Container Apps: IDENTITY_ENDPOINT + IDENTITY_HEADER), the
+ * last step of `auto` (IMDS, or the Azure CLI when IMDS is unreachable),
+ * a misconfigured identity, and the helpers every HTTP source shares.
+ * Elsewhere: the Entra token endpoint (source_entra.c), the Azure CLI
+ * (source_cli.c), which source and with what (source_select.c).
  *
- * A source turns (identity, scope) into one HTTP request and the answer into
+ * A source turns (identity, scope) into one request and the answer into
  * a token with its expiry, or into a one-line reason naming the source and
  * endpoint. Reasons never carry a token or a secret: from error answers we
  * quote only the error/error_description/message fields.
+ *
+ * auto and IMDS: the SDKs probe IMDS with a short timeout and move on to
+ * the next credential when nothing answers. We do the same inside the
+ * first real IMDS request: its connect phase gets AUTO_PROBE_CONNECT
+ * seconds; any HTTP answer (even an error) means IMDS is there and is
+ * kept; no answer at all (refused, unreachable, timed out) runs `az`
+ * instead, which is kept once it works. Until one of them has worked,
+ * every fetch tries IMDS first again (a VM whose IMDS was slow at boot
+ * must not end up on the CLI for good).
  *
  * Not here: caching and retry timing (tokens.c), the HTTP machinery
  * (curl_uv.c), JWT decoding (jwt.c: the answer's own expiry fields are
@@ -32,20 +42,15 @@
 
 #include "auth/internal.h"
 
-#define IMDS_PATH	"/metadata/identity/oauth2/token"
-#define IMDS_API	"api-version=2018-02-01"
-#define APP_SERVICE_API "api-version=2019-08-01"
-#define DESC_MAX	160 /* quoted error text from an answer */
+#define IMDS_PATH	   "/metadata/identity/oauth2/token"
+#define IMDS_API	   "api-version=2018-02-01"
+#define APP_SERVICE_API	   "api-version=2019-08-01"
+#define DESC_MAX	   160 /* quoted error text from an answer */
+#define AUTO_PROBE_CONNECT 1.0 /* s: auto's IMDS connect phase */
 
-/* ---- a growing string for URLs ---- */
+/* ---- a growing string ---- */
 
-typedef struct sbuf {
-	char *s;
-	size_t len, cap;
-	bool oom;
-} sbuf_t;
-
-static void sb_addn(sbuf_t *b, const char *s, size_t n)
+void auth__buf_addn(auth__buf_t *b, const char *s, size_t n)
 {
 	if (b->oom)
 		return;
@@ -55,10 +60,14 @@ static void sb_addn(sbuf_t *b, const char *s, size_t n)
 
 		while (cap < b->len + n + 1)
 			cap *= 2;
-		p = realloc(b->s, cap);
+		p = malloc(cap); /* not realloc: the old block is wiped */
 		if (!p) {
 			b->oom = true;
 			return;
+		}
+		if (b->s) {
+			memcpy(p, b->s, b->len);
+			OPENSSL_clear_free(b->s, b->cap);
 		}
 		b->s = p;
 		b->cap = cap;
@@ -68,13 +77,13 @@ static void sb_addn(sbuf_t *b, const char *s, size_t n)
 	b->s[b->len] = '\0';
 }
 
-static void sb_add(sbuf_t *b, const char *s)
+void auth__buf_add(auth__buf_t *b, const char *s)
 {
-	sb_addn(b, s, strlen(s));
+	auth__buf_addn(b, s, strlen(s));
 }
 
-/* Appends "&name=<value, URL-encoded>"; nothing when value is NULL. */
-static void sb_param(sbuf_t *b, const char *name, const char *value)
+void auth__buf_param(auth__buf_t *b, const char *sep, const char *name,
+		     const char *value)
 {
 	char *esc;
 
@@ -85,28 +94,41 @@ static void sb_param(sbuf_t *b, const char *name, const char *value)
 		b->oom = true;
 		return;
 	}
-	sb_add(b, "&");
-	sb_add(b, name);
-	sb_add(b, "=");
-	sb_add(b, esc);
+	auth__buf_add(b, sep);
+	auth__buf_add(b, name);
+	auth__buf_add(b, "=");
+	auth__buf_add(b, esc);
+	OPENSSL_cleanse(esc, strlen(esc)); /* may be a secret */
 	curl_free(esc);
 }
 
-/* The v1 endpoints want a resource, not a scope: drop "/.default". */
-static void sb_resource(sbuf_t *b, const char *scope)
+void auth__buf_free(auth__buf_t *b)
+{
+	if (b->s)
+		OPENSSL_clear_free(b->s, b->cap);
+	memset(b, 0, sizeof(*b));
+}
+
+char *auth__scope_resource(const char *scope)
 {
 	static const char suffix[] = "/.default";
 	size_t n = strlen(scope), k = sizeof(suffix) - 1;
-	char *res;
 
 	if (n > k && strcmp(scope + n - k, suffix) == 0)
 		n -= k;
-	res = strndup(scope, n);
+	return strndup(scope, n);
+}
+
+/* The v1 endpoints want a resource, not a scope. */
+static void sb_resource(auth__buf_t *b, const char *scope)
+{
+	char *res = auth__scope_resource(scope);
+
 	if (!res) {
 		b->oom = true;
 		return;
 	}
-	sb_param(b, "resource", res);
+	auth__buf_param(b, "&", "resource", res);
 	free(res);
 }
 
@@ -114,7 +136,7 @@ static void sb_resource(sbuf_t *b, const char *scope)
 
 /* Copies text as one printable line of at most cap - 1 bytes, marking a cut
  * with "...". */
-static void one_line(char *out, size_t cap, const char *text)
+void auth__one_line(char *out, size_t cap, const char *text)
 {
 	size_t i, n = strlen(text);
 
@@ -129,7 +151,7 @@ static void one_line(char *out, size_t cap, const char *text)
 }
 
 /* "imds http://169.254.169.254": the endpoint without a query string. */
-static void set_where(auth_fetch_t *f, const char *source, const char *url)
+void auth__set_where(auth_fetch_t *f, const char *source, const char *url)
 {
 	size_t n = strcspn(url, "?#");
 
@@ -138,10 +160,7 @@ static void set_where(auth_fetch_t *f, const char *source, const char *url)
 	snprintf(f->where, sizeof(f->where), "%s %.*s", source, (int)n, url);
 }
 
-static int fail(auth_fetch_result_t *res, bool retryable, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(auth_fetch_result_t *res, bool retryable, const char *fmt, ...)
+int auth__fail(auth_fetch_result_t *res, bool retryable, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -168,7 +187,7 @@ static void error_text(const char *body, size_t len, char *out, size_t cap)
 		if (cJSON_IsObject(v)) /* {"error": {"code", "message"}} */
 			v = cJSON_GetObjectItemCaseSensitive(v, "message");
 		if (cJSON_IsString(v) && v->valuestring[0]) {
-			one_line(out, cap, v->valuestring);
+			auth__one_line(out, cap, v->valuestring);
 			break;
 		}
 	}
@@ -313,7 +332,7 @@ int auth_parse_token_response(const char *body, size_t len, double now,
 
 /* ---- the HTTP part every HTTP source shares ---- */
 
-static double now_wall(void)
+double auth__now(void)
 {
 	struct timespec ts;
 
@@ -328,8 +347,9 @@ static void http_failed(auth_fetch_t *f, const auth_http_result_t *r,
 	bool retry = auth_http_retryable(r->status);
 
 	error_text(r->body, r->len, desc, sizeof(desc));
-	fail(res, retry, "%s: HTTP %ld%s%s%s", f->where, r->status,
-	     desc[0] ? ": " : "", desc, retry ? "" : " (configuration error)");
+	auth__fail(res, retry, "%s: HTTP %ld%s%s%s", f->where, r->status,
+		   desc[0] ? ": " : "", desc,
+		   retry ? "" : " (configuration error)");
 	res->retry_after = r->retry_after;
 }
 
@@ -340,45 +360,54 @@ static void on_http_done(void *arg, const auth_http_result_t *r)
 	char why[AUTH_REASON_MAX / 2];
 
 	f->req = NULL;
+	if (r->error && !r->permanent && f->probe && f->unreachable) {
+		f->unreachable(f, r->error); /* auto: nobody answered */
+		return;
+	}
 	if (r->error)
-		fail(&res, !r->permanent, "%s: %s%s", f->where, r->error,
-		     r->permanent ? " (configuration error)" : "");
+		auth__fail(&res, !r->permanent, "%s: %s%s", f->where, r->error,
+			   r->permanent ? " (configuration error)" : "");
 	else if (r->status < 200 || r->status > 299)
 		http_failed(f, r, &res);
-	else if (auth_parse_token_response(r->body, r->len, now_wall(), &res,
+	else if (auth_parse_token_response(r->body, r->len, auth__now(), &res,
 					   why, sizeof(why)) != 0)
 		/* A 2xx we cannot read is most likely a passing fault. */
-		fail(&res, true, "%s: %s", f->where, why);
+		auth__fail(&res, true, "%s: %s", f->where, why);
 	f->cb(f, &res); /* may free f's owner: touch nothing after */
 	if (res.token)
 		OPENSSL_clear_free(res.token, res.len);
 }
 
-static int http_start(auth_fetch_t *f, sbuf_t *url, const char *const *hdrs,
-		      auth_fetch_result_t *res)
+int auth__http_start(auth_fetch_t *f, const char *url, const char *const *hdrs,
+		     const char *post, size_t post_len, bool no_proxy,
+		     auth_fetch_result_t *res)
 {
 	auth_http_spec_t spec = {
-	    .url = url->s,
+	    .url = url,
 	    .headers = hdrs,
+	    .post = post,
+	    .post_len = post_len,
 	    .timeout = f->timeout > 0 ? f->timeout : AUTH_HTTP_TIMEOUT,
-	    .no_proxy = true, /* as the Azure SDKs do for these */
+	    .no_proxy = no_proxy,
 	};
 	int rc;
 
-	if (url->oom)
-		return fail(res, true, "%s: out of memory", f->where);
+	if (!url)
+		return auth__fail(res, true, "%s: out of memory", f->where);
 	spec.connect_timeout = spec.timeout < AUTH_HTTP_CONNECT_TIMEOUT
 				   ? spec.timeout
 				   : AUTH_HTTP_CONNECT_TIMEOUT;
+	if (f->probe && spec.connect_timeout > AUTO_PROBE_CONNECT)
+		spec.connect_timeout = AUTO_PROBE_CONNECT;
 	rc = auth_http_request(f->http, &spec, on_http_done, f, &f->req);
 	if (rc == TP_ENOMEM)
-		return fail(res, true, "%s: out of memory", f->where);
+		return auth__fail(res, true, "%s: out of memory", f->where);
 	if (rc != 0)
-		return fail(res, false, "%s: bad endpoint URL", f->where);
+		return auth__fail(res, false, "%s: bad endpoint URL", f->where);
 	return 0;
 }
 
-static void http_cancel(auth_fetch_t *f)
+void auth__http_cancel(auth_fetch_t *f)
 {
 	if (f->req)
 		auth_http_cancel(f->req);
@@ -395,27 +424,29 @@ static int imds_start(auth_fetch_t *f, auth_fetch_result_t *res)
 			       : AUTH_IMDS_DEFAULT;
 	static const char *const hdrs[] = {"Metadata: true", NULL};
 	size_t n = strlen(base);
-	sbuf_t url = {0};
+	auth__buf_t url = {0};
 	int rc;
 
-	set_where(f, "imds", base);
+	auth__set_where(f, "imds", base);
 	while (n > 0 && base[n - 1] == '/')
 		n--;
-	sb_addn(&url, base, n);
-	sb_add(&url, IMDS_PATH "?" IMDS_API);
+	auth__buf_addn(&url, base, n);
+	auth__buf_add(&url, IMDS_PATH "?" IMDS_API);
 	sb_resource(&url, f->scope);
-	sb_param(&url, "client_id", id->client_id);
-	sb_param(&url, "object_id", id->object_id);
-	sb_param(&url, "msi_res_id", id->resource_id);
-	rc = http_start(f, &url, hdrs, res);
-	free(url.s);
+	auth__buf_param(&url, "&", "client_id", id->client_id);
+	auth__buf_param(&url, "&", "object_id", id->object_id);
+	auth__buf_param(&url, "&", "msi_res_id", id->resource_id);
+	/* no proxy: as the Azure SDKs do for IMDS */
+	rc = auth__http_start(f, url.oom ? NULL : url.s, hdrs, NULL, 0, true,
+			      res);
+	auth__buf_free(&url);
 	return rc;
 }
 
-static const auth_source_t imds_source = {
+const auth_source_t auth__imds_source = {
     .name = "imds",
     .start = imds_start,
-    .cancel = http_cancel,
+    .cancel = auth__http_cancel,
 };
 
 /* ---- App Service, Functions, Container Apps ---- */
@@ -423,79 +454,195 @@ static const auth_source_t imds_source = {
 static int app_service_start(auth_fetch_t *f, auth_fetch_result_t *res)
 {
 	const auth_ident_t *id = f->ident;
-	const char *ep = getenv("IDENTITY_ENDPOINT");
-	const char *secret = getenv("IDENTITY_HEADER");
+	const char *ep = id->identity_endpoint;
+	const char *secret = id->identity_header;
 	const char *hdrs[2] = {NULL, NULL};
 	char *line = NULL;
-	sbuf_t url = {0};
+	auth__buf_t url = {0};
 	int rc;
 
-	set_where(f, "app_service", ep && ep[0] ? ep : "(no endpoint)");
-	if (!ep || !ep[0] || !secret || !secret[0])
-		return fail(res, false,
-			    "%s: IDENTITY_ENDPOINT and IDENTITY_HEADER must "
-			    "both be set",
-			    f->where);
+	auth__set_where(f, "app_service", ep ? ep : "(no endpoint)");
+	if (!ep || !secret) /* source_select.c reports this first */
+		return auth__fail(res, false,
+				  "%s: IDENTITY_ENDPOINT and IDENTITY_HEADER "
+				  "must both be set",
+				  f->where);
 	if (strpbrk(secret, "\r\n"))
-		return fail(res, false, "%s: IDENTITY_HEADER has a line break",
-			    f->where);
+		return auth__fail(res, false,
+				  "%s: IDENTITY_HEADER has a line break",
+				  f->where);
 	if (asprintf(&line, "X-IDENTITY-HEADER: %s", secret) < 0)
-		return fail(res, true, "%s: out of memory", f->where);
+		return auth__fail(res, true, "%s: out of memory", f->where);
 	hdrs[0] = line;
-	sb_add(&url, ep);
-	sb_add(&url,
-	       strchr(ep, '?') ? "&" APP_SERVICE_API : "?" APP_SERVICE_API);
+	auth__buf_add(&url, ep);
+	auth__buf_add(&url, strchr(ep, '?') ? "&" APP_SERVICE_API
+					    : "?" APP_SERVICE_API);
 	sb_resource(&url, f->scope);
-	sb_param(&url, "client_id", id->client_id);
-	sb_param(&url, "principal_id", id->object_id);
-	sb_param(&url, "mi_res_id", id->resource_id);
-	rc = http_start(f, &url, hdrs, res); /* the header is copied */
+	auth__buf_param(&url, "&", "client_id", id->client_id);
+	auth__buf_param(&url, "&", "principal_id", id->object_id);
+	auth__buf_param(&url, "&", "mi_res_id", id->resource_id);
+	/* the header is copied */
+	rc = auth__http_start(f, url.oom ? NULL : url.s, hdrs, NULL, 0, true,
+			      res);
 	OPENSSL_clear_free(line, strlen(line));
-	free(url.s);
+	auth__buf_free(&url);
 	return rc;
 }
 
 static const auth_source_t app_service_source = {
     .name = "app_service",
     .start = app_service_start,
-    .cancel = http_cancel,
+    .cancel = auth__http_cancel,
 };
 
-/* ---- not written yet ---- */
+/* ---- auto's last step: IMDS, or the Azure CLI when IMDS is unreachable */
 
-static int unsupported_start(auth_fetch_t *f, auth_fetch_result_t *res)
+static void auto_log(auth_fetch_t *f, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void auto_log(auth_fetch_t *f, const char *fmt, ...)
+{
+	char line[AUTH_REASON_MAX * 2];
+	va_list ap;
+
+	if (!f->log)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	f->log(f->log_arg, CONF_LOG_INFO, line);
+}
+
+/* IMDS gave an HTTP answer, whatever it said: it is there, and stays
+ * auto's pick. */
+static void auto_imds_done(auth_fetch_t *f, auth_fetch_result_t *res)
+{
+	auth_ident_t *id = f->ident;
+
+	f->cb = f->outer;
+	f->probe = false;
+	if (id->picked != CONF_SRC_IMDS) {
+		id->picked = CONF_SRC_IMDS;
+		auto_log(f,
+			 "identity auto: picked imds (it answered at %s); %s",
+			 f->where + strlen("imds "), id->note ? id->note : "");
+	}
+	f->cb(f, res);
+}
+
+static void auto_cli_done(auth_fetch_t *f, auth_fetch_result_t *res)
+{
+	auth_ident_t *id = f->ident;
+	char why[AUTH_REASON_MAX];
+
+	f->cb = f->outer;
+	if (res->err == 0 && id->picked != CONF_SRC_AZURE_CLI) {
+		id->picked = CONF_SRC_AZURE_CLI;
+		auto_log(f,
+			 "identity auto: picked azure_cli (imds %s "
+			 "unreachable: %s); %s",
+			 id->imds_endpoint ? id->imds_endpoint
+					   : AUTH_IMDS_DEFAULT,
+			 f->probe_why, id->note ? id->note : "");
+	} else if (res->err != 0) {
+		snprintf(why, sizeof(why), "%s", res->reason);
+		/* Bounded so both halves fit in a reason. */
+		snprintf(res->reason, sizeof(res->reason),
+			 "auto: imds %.60s unreachable (%.60s); %.170s",
+			 id->imds_endpoint ? id->imds_endpoint
+					   : AUTH_IMDS_DEFAULT,
+			 f->probe_why, why);
+	}
+	f->cb(f, res);
+}
+
+/* Nobody answered at the IMDS address: try az. Runs from the HTTP
+ * callback, so calling back at once is allowed. */
+static void auto_unreachable(auth_fetch_t *f, const char *why)
+{
+	auth_fetch_result_t res = {0};
+
+	snprintf(f->probe_why, sizeof(f->probe_why), "%s", why);
+	f->probe = false;
+	f->cb = auto_cli_done;
+	if (auth__azure_cli_source.start(f, &res) != 0) {
+		auto_cli_done(f, &res);
+		if (res.token)
+			OPENSSL_clear_free(res.token, res.len);
+	}
+}
+
+static int auto_start(auth_fetch_t *f, auth_fetch_result_t *res)
+{
+	int rc;
+
+	if (f->ident->picked == CONF_SRC_AZURE_CLI)
+		return auth__azure_cli_source.start(f, res);
+	if (f->ident->picked == CONF_SRC_IMDS)
+		return auth__imds_source.start(f, res);
+	f->outer = f->cb;
+	f->cb = auto_imds_done;
+	f->probe = true;
+	f->unreachable = auto_unreachable;
+	rc = auth__imds_source.start(f, res);
+	if (rc != 0) {
+		f->cb = f->outer;
+		f->probe = false;
+	}
+	return rc;
+}
+
+static void auto_cancel(auth_fetch_t *f)
+{
+	auth__http_cancel(f);
+	auth__azure_cli_source.cancel(f);
+}
+
+static const auth_source_t auto_source = {
+    .name = "auto",
+    .start = auto_start,
+    .cancel = auto_cancel,
+};
+
+/* ---- a misconfigured identity ---- */
+
+static int misconfigured_start(auth_fetch_t *f, auth_fetch_result_t *res)
 {
 	snprintf(f->where, sizeof(f->where), "%s",
 		 conf_source_name(f->ident->source));
-	return fail(res, false, "identity source %s is not supported yet",
-		    conf_source_name(f->ident->source));
+	return auth__fail(res, false, "%s", f->ident->config_error);
 }
 
-static void unsupported_cancel(auth_fetch_t *f)
+static void misconfigured_cancel(auth_fetch_t *f)
 {
 }
 
-static const auth_source_t unsupported_source = {
-    .name = NULL,
-    .start = unsupported_start,
-    .cancel = unsupported_cancel,
+static const auth_source_t misconfigured_source = {
+    .name = NULL, /* the resolved source's name stands */
+    .start = misconfigured_start,
+    .cancel = misconfigured_cancel,
 };
 
-const auth_source_t *auth_source_resolve(conf_source_t configured)
+const auth_source_t *auth_source_for(const auth_ident_t *id)
 {
-	const char *ep, *secret;
-
-	switch (configured) {
-	case CONF_SRC_AUTO:
-		ep = getenv("IDENTITY_ENDPOINT");
-		secret = getenv("IDENTITY_HEADER");
-		return ep && ep[0] && secret && secret[0] ? &app_service_source
-							  : &imds_source;
-	case CONF_SRC_IMDS:
-		return &imds_source;
+	if (id->config_error)
+		return &misconfigured_source;
+	if (id->cli_fallback)
+		return &auto_source;
+	switch (id->source) {
 	case CONF_SRC_APP_SERVICE:
 		return &app_service_source;
+	case CONF_SRC_WORKLOAD_IDENTITY:
+		return &auth__workload_source;
+	case CONF_SRC_CLIENT_SECRET:
+		return &auth__client_secret_source;
+	case CONF_SRC_CLIENT_CERTIFICATE:
+		return &auth__client_cert_source;
+	case CONF_SRC_AZURE_CLI:
+		return &auth__azure_cli_source;
+	case CONF_SRC_IMDS:
+	case CONF_SRC_AUTO: /* never: resolving leaves no AUTO */
 	default:
-		return &unsupported_source;
+		return &auth__imds_source;
 	}
 }

@@ -18,7 +18,7 @@
  * Times: expiries are wall clock (they come from the endpoint as unix
  * seconds); delays become uv timers.
  *
- * Not here: how a source talks to its endpoint (sources.c), HTTP
+ * Not here: how a source talks to its endpoint (source*.c), HTTP
  * (curl_uv.c). No eviction: a process has a handful of (identity, scope)
  * pairs and every one of them is kept fresh until close.
  */
@@ -93,6 +93,8 @@ struct auth_tokens {
 	auth_entry_t *entries;
 	auth_wait_t *waits, *waits_tail; /* undelivered, oldest first */
 	double http_timeout;
+	auth_log_cb log; /* may be NULL */
+	void *log_arg;
 	unsigned handles; /* our open uv handles; free at zero once closing */
 	bool closing;
 };
@@ -188,39 +190,10 @@ bool auth_http_retryable(long status)
 
 /* ---- identities and keys ---- */
 
-static void ident_free(auth_ident_t *id)
+/* The process environment, for auth_ident_resolve(). */
+static const char *process_getenv(void *arg, const char *name)
 {
-	free(id->client_id);
-	free(id->object_id);
-	free(id->resource_id);
-	free(id->tenant_id);
-	free(id->imds_endpoint);
-	free(id->authority);
-	free(id->federated_token_file);
-	free(id->certificate_file);
-	memset(id, 0, sizeof(*id));
-}
-
-static bool dup_opt(char **dst, const char *src)
-{
-	*dst = src ? strdup(src) : NULL;
-	return !src || *dst;
-}
-
-static int ident_copy(auth_ident_t *dst, const conf_identity_t *src)
-{
-	dst->source = src->source;
-	if (dup_opt(&dst->client_id, src->client_id) &&
-	    dup_opt(&dst->object_id, src->object_id) &&
-	    dup_opt(&dst->resource_id, src->resource_id) &&
-	    dup_opt(&dst->tenant_id, src->tenant_id) &&
-	    dup_opt(&dst->imds_endpoint, src->imds_endpoint) &&
-	    dup_opt(&dst->authority, src->authority) &&
-	    dup_opt(&dst->federated_token_file, src->federated_token_file) &&
-	    dup_opt(&dst->certificate_file, src->certificate_file))
-		return 0;
-	ident_free(dst);
-	return TP_ENOMEM;
+	return getenv(name);
 }
 
 /* Everything that makes two identities fetch different tokens. Equal
@@ -232,7 +205,7 @@ static char *key_build(const conf_identity_t *id, const char *scope)
 	int n =
 	    asprintf(&key,
 		     "%d\x1f%s\x1f%s\x1f%s\x1f%s\x1f%s\x1f%s\x1f%s"
-		     "\x1f%s\x1f%s",
+		     "\x1f%s\x1f%s\x1f%s",
 		     (int)id->source, id->client_id ? id->client_id : "",
 		     id->object_id ? id->object_id : "",
 		     id->resource_id ? id->resource_id : "",
@@ -240,18 +213,22 @@ static char *key_build(const conf_identity_t *id, const char *scope)
 		     id->imds_endpoint ? id->imds_endpoint : "",
 		     id->authority ? id->authority : "",
 		     id->federated_token_file ? id->federated_token_file : "",
-		     id->certificate_file ? id->certificate_file : "", scope);
+		     id->certificate_file ? id->certificate_file : "",
+		     id->client_secret_env ? id->client_secret_env : "", scope);
 
 	return n < 0 ? NULL : key;
 }
 
-/* "imds client_id=...", "app_service system-assigned": for logs. */
+/* "imds client_id=...", "app_service system-assigned", "azure_cli (az
+ * login)": for logs. */
 static char *describe(const char *source, const auth_ident_t *id)
 {
 	const char *what = "system-assigned", *val = "";
 	char *s = NULL;
 
-	if (id->client_id)
+	if (id->source == CONF_SRC_AZURE_CLI && !id->config_error)
+		what = "(az login)"; /* whoever is logged in */
+	else if (id->client_id)
 		what = "client_id=", val = id->client_id;
 	else if (id->object_id)
 		what = "object_id=", val = id->object_id;
@@ -275,7 +252,7 @@ static void on_entry_closed(uv_handle_t *handle)
 
 	if (e->token)
 		OPENSSL_clear_free(e->token, e->len);
-	ident_free(&e->ident);
+	auth_ident_free(&e->ident);
 	free(e->key);
 	free(e->scope);
 	free(e->desc);
@@ -286,11 +263,31 @@ static void on_entry_closed(uv_handle_t *handle)
 
 static void entry_free_unarmed(auth_entry_t *e)
 {
-	ident_free(&e->ident);
+	auth_ident_free(&e->ident);
 	free(e->key);
 	free(e->scope);
 	free(e->desc);
 	free(e);
+}
+
+static void tokens_log(auth_tokens_t *t, conf_log_level_t level,
+		       const char *line)
+{
+	if (t->log)
+		t->log(t->log_arg, level, line);
+}
+
+/* Resolves the identity against the environment (once: the environment
+ * of a process does not change) and picks its source. */
+static int entry_setup(auth_entry_t *e, const conf_identity_t *id)
+{
+	if (auth_ident_resolve(id, process_getenv, NULL, &e->ident) != 0)
+		return TP_ENOMEM;
+	e->src = auth_source_for(&e->ident);
+	e->source_name =
+	    e->src->name ? e->src->name : conf_source_name(e->ident.source);
+	e->desc = describe(e->source_name, &e->ident);
+	return e->desc ? 0 : TP_ENOMEM;
 }
 
 /* Takes ownership of key. */
@@ -305,12 +302,8 @@ static auth_entry_t *entry_new(auth_tokens_t *t, const conf_identity_t *id,
 	}
 	e->tokens = t;
 	e->key = key;
-	e->src = auth_source_resolve(id->source);
-	e->source_name =
-	    e->src->name ? e->src->name : conf_source_name(id->source);
 	e->scope = strdup(scope);
-	if (!e->scope || ident_copy(&e->ident, id) != 0 ||
-	    !(e->desc = describe(e->source_name, &e->ident)) ||
+	if (!e->scope || entry_setup(e, id) != 0 ||
 	    uv_timer_init(t->loop, &e->timer) != 0) {
 		entry_free_unarmed(e);
 		return NULL;
@@ -319,6 +312,10 @@ static auth_entry_t *entry_new(auth_tokens_t *t, const conf_identity_t *id,
 	t->handles++;
 	e->next = t->entries;
 	t->entries = e;
+	/* auto's IMDS-or-CLI pick is logged when the first fetch makes it;
+	 * a misconfiguration reaches the waiters as their reason. */
+	if (e->ident.note && !e->ident.cli_fallback && !e->ident.config_error)
+		tokens_log(t, CONF_LOG_INFO, e->ident.note);
 	return e;
 }
 
@@ -527,6 +524,18 @@ static void on_fetch_done(auth_fetch_t *f, auth_fetch_result_t *res)
 	on_fetch_result(e, res);
 }
 
+static void log_fetch(auth_entry_t *e)
+{
+	char line[AUTH_REASON_MAX * 2];
+
+	if (!e->tokens->log)
+		return;
+	snprintf(line, sizeof(line),
+		 "identity %s: fetching a token for %s (%s)", e->desc, e->scope,
+		 e->fetch.where);
+	tokens_log(e->tokens, CONF_LOG_DEBUG, line);
+}
+
 /* Starts the one fetch of e; a source that fails at once is handled like
  * one that failed later (its waiters still hear from the loop). */
 static void entry_fetch(auth_entry_t *e)
@@ -539,15 +548,19 @@ static void entry_fetch(auth_entry_t *e)
 	uv_timer_stop(&e->timer);
 	e->due = 0;
 	memset(&e->fetch, 0, sizeof(e->fetch));
+	e->fetch.loop = t->loop;
 	e->fetch.http = t->http;
 	e->fetch.ident = &e->ident;
 	e->fetch.scope = e->scope;
 	e->fetch.timeout = t->http_timeout;
 	e->fetch.cb = on_fetch_done;
 	e->fetch.arg = e;
+	e->fetch.log = t->log;
+	e->fetch.log_arg = t->log_arg;
 	e->requests++;
 	if (e->src->start(&e->fetch, &res) == 0) {
 		e->fetching = true;
+		log_fetch(e);
 		return;
 	}
 	res.err = res.err ? res.err : TP_ETOKEN;
@@ -609,6 +622,14 @@ void auth_tokens_set_http_timeout(auth_tokens_t *t, double seconds)
 {
 	if (t)
 		t->http_timeout = seconds > 0 ? seconds : AUTH_HTTP_TIMEOUT;
+}
+
+void auth_tokens_set_logger(auth_tokens_t *t, auth_log_cb cb, void *arg)
+{
+	if (!t)
+		return;
+	t->log = cb;
+	t->log_arg = arg;
 }
 
 int auth_token_peek(auth_tokens_t *t, const conf_identity_t *id,
@@ -693,6 +714,14 @@ int auth_token_wait(auth_tokens_t *t, const conf_identity_t *id,
 	return 0;
 }
 
+/* auto's last step reports what it picked once it has. */
+static const char *entry_source(const auth_entry_t *e)
+{
+	if (e->ident.cli_fallback && e->ident.picked != CONF_SRC_AUTO)
+		return conf_source_name(e->ident.picked);
+	return e->source_name;
+}
+
 void auth_tokens_foreach(auth_tokens_t *t, auth_token_info_cb cb, void *arg)
 {
 	double now = now_wall();
@@ -702,7 +731,7 @@ void auth_tokens_foreach(auth_tokens_t *t, auth_token_info_cb cb, void *arg)
 	for (const auth_entry_t *e = t->entries; e; e = e->next) {
 		auth_token_info_t info = {
 		    .identity = e->desc,
-		    .source = e->source_name,
+		    .source = entry_source(e),
 		    .scope = e->scope,
 		    .valid = entry_valid(e, now, 0),
 		    .fetching = e->fetching,

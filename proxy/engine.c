@@ -237,6 +237,12 @@ static void on_signal(uv_signal_t *h, int signum)
 	tp_stop(tp, 0);
 }
 
+/* The token cache's own lines: which source `auto` picked, fetches. */
+static void on_auth_log(void *arg, conf_log_level_t level, const char *line)
+{
+	tp_log((tp_log_level_t)level, NULL, "%s", line);
+}
+
 static void on_first_token(void *arg, int err, const char *token, size_t len,
 			   const char *reason)
 {
@@ -295,6 +301,7 @@ int tp_init(tp_t *tp, uv_loop_t *loop, conf_t *conf, bool serve, char *err,
 	tp->pools = calloc(conf->npools, sizeof(*tp->pools));
 	if (!tp->tokens || !tp->pools)
 		return TP_ENOMEM;
+	auth_tokens_set_logger(tp->tokens, on_auth_log, tp);
 	for (size_t i = 0; i < conf->npools; i++) {
 		rc = tp_pool_init(&tp->pools[i], tp, conf, &conf->pools[i], err,
 				  errlen);

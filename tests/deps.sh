@@ -16,7 +16,7 @@ pkgs=(
 	libuv1-dev libssl-dev libcurl4-openssl-dev libcjson-dev
 	openssl ca-certificates
 	postgresql postgresql-client pgbouncer libpam0g-dev
-	python3 python3-psycopg2 python3-pytest
+	python3 python3-psycopg2 python3-pytest python3-cryptography
 )
 # Node may come from elsewhere on a machine (with its own npm); only a
 # machine without it gets Debian's.

@@ -1,15 +1,30 @@
 #!/usr/bin/env python3
 """A stand-in for Azure's token issuers, for tests on loopback.
 
-Standard library only. One process serves, on one or two ports (plain HTTP
-and optionally HTTPS), with shared state:
+Standard library, plus python3-cryptography for RSA (client assertions).
+One process serves, on one or two ports (plain HTTP and optionally HTTPS),
+with shared state:
 
   GET  /metadata/identity/oauth2/token   IMDS (needs "Metadata: true")
   GET  /msi/token                        App Service / Container Apps
                                          (needs "X-IDENTITY-HEADER: <secret>")
   POST /{tenant}/oauth2/v2.0/token       Entra ID, grant_type=client_credentials
+                                         with client_secret or client_assertion
   GET  /control/config   POST /control/config   POST /control/fault
   GET  /control/stats    POST /control/reset
+  POST /control/k8s_token                a Kubernetes service account token
+  POST /control/k8s_revoke               refuse one from now on (by jti)
+
+Client assertions are verified for real, as Entra does. An assertion whose
+`iss` is the app's client id is a certificate credential: RS256, signed by
+the key of a certificate registered on the app (`certificates`, PEM), found
+by its `x5t#S256` (and `x5t`, when given, must match the same one); `aud`
+the token endpoint URL the request came to; `iss` = `sub` = client id; a
+`jti` never seen before; `nbf`/`exp` around now. Any other `iss` is a
+federated credential (workload identity): a JWT the rig's own "Kubernetes"
+issuer signed (RS256, key made at start), matching one of the app's
+`federated_credentials` in issuer, subject and audience
+(`api://AzureADTokenExchange`), not expired and not revoked.
 
 Tokens are real HS256 JWTs signed with the key in --key-file (created if the
 file does not exist). They carry `aud`, `exp`, `nbf`, `appid`, `oid`, `tid`
@@ -43,6 +58,11 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
 IMDS_PATH = "/metadata/identity/oauth2/token"
 APP_SERVICE_PATH = "/msi/token"
 ENTRA_SUFFIX = "/oauth2/v2.0/token"
@@ -67,6 +87,13 @@ DEFAULT_RESOURCES = [
 ]
 
 DEFAULT_TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+
+# The rig's stand-in for an AKS cluster's service account token issuer.
+K8S_ISSUER = "https://oidc.rig.test/tokenpool-rig/"
+K8S_AUDIENCE = "api://AzureADTokenExchange"
+K8S_SUBJECT = "system:serviceaccount:orders:orders-app"
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+CLOCK_SKEW = 300        # seconds Entra tolerates on nbf/exp
 DEFAULT_SUBSCRIPTION = "0b1f6471-1bf0-4dda-aec3-cb9272f09590"
 
 
@@ -109,6 +136,35 @@ def default_identities():
                 "object_id": "2a4c6e8d-9f1b-4c3e-b5a7-3e5c7a9d1f71",
                 "client_secret": "rig~batch.Secret_0123456789abcdefABCDEF",
                 "db_user": "batch_app",
+            },
+            # Certificate credential: rig.py registers the certificate it
+            # makes at start (certificates: [PEM]).
+            {
+                "name": "etl",
+                "client_id": "b3d5f7a9-1c3e-4a5b-8d7f-9b1d3f5a7c81",
+                "object_id": "6c8e1a3b-5d7f-4b9c-a1e3-7f9b1d3e5a91",
+                "certificates": [],
+                "db_user": "etl_app",
+            },
+            # Workload identity: trusts the rig's Kubernetes issuer for one
+            # service account.
+            {
+                "name": "aks",
+                "client_id": "d5f7a9b1-3e5c-4b7d-9f1a-2c4e6a8b0da1",
+                "object_id": "8e1a3c5d-7f9b-4d1c-b3e5-9a1c3e5f7b02",
+                "federated_credentials": [
+                    {"issuer": K8S_ISSUER, "subject": K8S_SUBJECT, "audience": K8S_AUDIENCE},
+                ],
+                "db_user": "aks_app",
+            },
+            # The principal the stub `az` is logged in as (a service
+            # principal login, `az login --service-principal`).
+            {
+                "name": "devbox",
+                "client_id": "f7a9b1c3-5e7d-4f9a-b1c3-4e6a8c0d2fb1",
+                "object_id": "1a3c5e7f-9b1d-4e3f-a5c7-6b8d0f2a4c12",
+                "client_secret": "rig~devbox.Secret_9876543210fedcbaFEDCBA",
+                "db_user": "dev_app",
             },
         ],
     }
@@ -192,12 +248,20 @@ class IdpState:
         self.key = key
         self.header_secret = header_secret
         self.lock = threading.Lock()
+        # What a reset returns to: the defaults plus the start-up --config.
+        self.base_config = default_config()
+        # The "Kubernetes" issuer's signing key, made fresh at every start.
+        self.k8s_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.k8s_kid = b64url(hashlib.sha256(self.k8s_key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).digest()[:16])
         # Set to free every hanging request (on reset, fault clear, shutdown).
         self.release_hangs = threading.Event()
         self._reset_locked()
 
     def _reset_locked(self):
-        self.config = default_config()
+        self.config = copy.deepcopy(self.base_config)
+        self.revoked = set()        # service account token jtis refused from now on
+        self.seen_jti = set()       # certificate assertion jtis (replays are refused)
         self.faults = collections.deque()
         self.stats = {
             "requests": dict.fromkeys(ENDPOINTS, 0),   # token requests received
@@ -228,6 +292,13 @@ class IdpState:
             _validate_config(new)
             self.config = new
             return copy.deepcopy(new)
+
+    def set_base(self, patch):
+        """Start-up config: applied now and restored by every reset."""
+        cfg = self.update_config(patch)
+        with self.lock:
+            self.base_config = copy.deepcopy(cfg)
+        return cfg
 
     def snapshot(self):
         with self.lock:
@@ -270,6 +341,50 @@ class IdpState:
                     self.faults.popleft()
             self.stats["faults"][fault["kind"]] = self.stats["faults"].get(fault["kind"], 0) + 1
             return dict(fault), self.release_hangs
+
+    # -- Kubernetes service account tokens and assertion bookkeeping
+
+    def k8s_token(self, spec):
+        if not isinstance(spec, dict):
+            raise HttpError(400, {"error": "k8s_token needs a JSON object"})
+        now = int(time.time())
+        lifetime = spec.get("lifetime", 3600)
+        if not isinstance(lifetime, int):
+            raise HttpError(400, {"error": "lifetime must be an integer"})
+        jti = str(uuid.uuid4())
+        claims = {
+            "aud": spec.get("audience", [K8S_AUDIENCE]),
+            "iss": spec.get("issuer", K8S_ISSUER),
+            "sub": spec.get("subject", K8S_SUBJECT),
+            "iat": now, "nbf": now, "exp": now + lifetime, "jti": jti,
+            "kubernetes.io": {"namespace": "orders", "serviceaccount": {"name": "orders-app",
+                                                                        "uid": str(uuid.uuid4())}},
+        }
+        header = {"alg": "RS256", "typ": "JWT", "kid": self.k8s_kid}
+        signing_input = (b64url(json.dumps(header, separators=(",", ":")).encode()) + "." +
+                         b64url(json.dumps(claims, separators=(",", ":")).encode()))
+        sig = self.k8s_key.sign(signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
+        return {"token": signing_input + "." + b64url(sig), "jti": jti, "exp": claims["exp"]}
+
+    def k8s_revoke(self, spec):
+        jti = spec.get("jti") if isinstance(spec, dict) else None
+        if not isinstance(jti, str) or not jti:
+            raise HttpError(400, {"error": "k8s_revoke needs {\"jti\": ...}"})
+        with self.lock:
+            self.revoked.add(jti)
+            return {"revoked": sorted(self.revoked)}
+
+    def is_revoked(self, jti):
+        with self.lock:
+            return jti in self.revoked
+
+    def first_use(self, jti):
+        """True the first time a certificate assertion's jti is seen."""
+        with self.lock:
+            if jti in self.seen_jti:
+                return False
+            self.seen_jti.add(jti)
+            return True
 
     # -- counters
 
@@ -353,8 +468,18 @@ def _validate_config(cfg):
         if not isinstance(ident, dict) or not all(isinstance(ident.get(k), str) for k in need):
             bad(f"each managed identity needs string {', '.join(need)}")
     for app in ids["apps"]:
-        if not isinstance(app, dict) or not all(isinstance(app.get(k), str) for k in need + ("client_secret",)):
-            bad("each app needs string client_id, object_id, db_user, client_secret")
+        if not isinstance(app, dict) or not all(isinstance(app.get(k), str) for k in need):
+            bad("each app needs string client_id, object_id, db_user")
+        if "client_secret" in app and not isinstance(app["client_secret"], str):
+            bad("an app's client_secret must be a string")
+        if not isinstance(app.get("certificates", []), list) or \
+                not all(isinstance(c, str) for c in app.get("certificates", [])):
+            bad("an app's certificates must be a list of PEM strings")
+        feds = app.get("federated_credentials", [])
+        if not isinstance(feds, list) or not all(
+                isinstance(f, dict) and isinstance(f.get("issuer"), str) and isinstance(f.get("subject"), str)
+                for f in feds):
+            bad("an app's federated_credentials must be a list of {issuer, subject, audience}")
 
 
 def _normalize_resource(resource, known):
@@ -712,13 +837,13 @@ class Handler(BaseHTTPRequestHandler):
                           f"The resource principal named {scope[:-len('/.default')]} was not found "
                           f"in the tenant.")
         entry["resource"] = aud
-        self._verify_client_credential(app, form)
+        self._verify_client_credential(app, form, entry)
         token, claims = self.state.issue(app, aud, config, "app")
         lifetime = claims["exp"] - int(time.time())
         return {"token_type": "Bearer", "expires_in": lifetime,
                 "ext_expires_in": lifetime, "access_token": token}
 
-    def _verify_client_credential(self, app, form):
+    def _verify_client_credential(self, app, form, entry):
         """Check the credential the app presented. One verifier per credential
         kind; client assertions (certificate, workload identity) slot in here."""
         has_secret = "client_secret" in form
@@ -727,30 +852,131 @@ class Handler(BaseHTTPRequestHandler):
             raise _aadsts(401, "invalid_client", 7000218,
                           "Only one of 'client_assertion' or 'client_secret' may be given.")
         if has_secret:
+            entry["credential"] = "client_secret"
             return self._verify_client_secret(app, form["client_secret"])
         if has_assertion:
-            return self._verify_client_assertion(app, form)
+            return self._verify_client_assertion(app, form, entry)
         raise _aadsts(401, "invalid_client", 7000218,
                       "The request body must contain the following parameter: "
                       "'client_assertion' or 'client_secret'.")
 
     def _verify_client_secret(self, app, secret):
-        if not hmac.compare_digest(secret.encode(), app["client_secret"].encode()):
+        if not app.get("client_secret") or \
+                not hmac.compare_digest(secret.encode(), app["client_secret"].encode()):
             raise _aadsts(401, "invalid_client", 7000215,
                           "Invalid client secret provided. Ensure the secret being sent in the "
                           "request is the client secret value, not the client secret ID, for a "
                           f"secret added to app '{app['client_id']}'.")
 
-    def _verify_client_assertion(self, app, form):
-        if form.get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer":
+    def _verify_client_assertion(self, app, form, entry):
+        if form.get("client_assertion_type") != ASSERTION_TYPE:
             raise _aadsts(400, "invalid_request", 50027,
-                          "client_assertion_type must be "
-                          "urn:ietf:params:oauth:client-assertion-type:jwt-bearer.")
-        # Not implemented yet: a certificate or federated-credential check
-        # goes here. Refusing is the strict answer until then.
+                          f"client_assertion_type must be {ASSERTION_TYPE}.")
+        try:
+            head_b64, body_b64, sig_b64 = form["client_assertion"].split(".")
+            header = json.loads(b64url_decode(head_b64))
+            claims = json.loads(b64url_decode(body_b64))
+            sig = b64url_decode(sig_b64)
+            if not isinstance(header, dict) or not isinstance(claims, dict):
+                raise ValueError("not objects")
+        except (ValueError, TypeError):
+            raise _aadsts(400, "invalid_request", 50027,
+                          "Invalid JWT token. The token is malformed.")
+        entry["assertion_jti"] = claims.get("jti")
+        entry["assertion_sub"] = claims.get("sub")
+        if header.get("alg") != "RS256":
+            raise _aadsts(401, "invalid_client", 700027,
+                          f"Client assertion failed signature validation: alg "
+                          f"{header.get('alg')!r} is not RS256.")
+        signing_input = f"{head_b64}.{body_b64}".encode("ascii")
+        # Entra tells the two kinds apart by the issuer: the app itself
+        # (certificate credential) or someone it federates with.
+        if claims.get("iss") == app["client_id"]:
+            entry["credential"] = "certificate"
+            self._verify_certificate_assertion(app, header, claims, signing_input, sig)
+        else:
+            entry["credential"] = "federated"
+            self._verify_federated_assertion(app, header, claims, signing_input, sig)
+
+    @staticmethod
+    def _check_times(claims, what):
+        now = time.time()
+        exp, nbf = claims.get("exp"), claims.get("nbf", claims.get("iat"))
+        if not isinstance(exp, (int, float)) or (nbf is not None and not isinstance(nbf, (int, float))):
+            raise _aadsts(400, "invalid_request", 50027, f"Invalid JWT token: {what} has no numeric exp.")
+        if exp <= now - CLOCK_SKEW or (nbf is not None and nbf > now + CLOCK_SKEW):
+            raise _aadsts(401, "invalid_client", 700024,
+                          f"Client assertion is not within its valid time range ({what}).")
+
+    def _token_endpoint_url(self):
+        scheme = "https" if isinstance(self.connection, ssl.SSLSocket) else "http"
+        return f"{scheme}://{self.headers.get('Host', '')}{urlsplit(self.path).path}"
+
+    def _verify_certificate_assertion(self, app, header, claims, signing_input, sig):
+        cid = app["client_id"]
+        if claims.get("sub") != cid:
+            raise _aadsts(401, "invalid_client", 700021,
+                          "Client assertion application identifier doesn't match 'client_id' parameter.")
+        want_aud = self._token_endpoint_url()
+        aud = claims.get("aud")
+        if aud != want_aud:
+            raise _aadsts(401, "invalid_client", 700022,
+                          f"The audience claim value is invalid '{aud}'. The audience must be "
+                          f"'{want_aud}'.")
+        self._check_times(claims, "certificate assertion")
+        cert = self._registered_cert(app, header)
+        try:
+            cert.public_key().verify(sig, signing_input, padding.PKCS1v15(), hashes.SHA256())
+        except (InvalidSignature, TypeError, ValueError):
+            raise _aadsts(401, "invalid_client", 700027,
+                          "Client assertion failed signature validation.")
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not jti:
+            raise _aadsts(400, "invalid_request", 50027, "Invalid JWT token: no jti.")
+        if not self.state.first_use(jti):
+            raise _aadsts(401, "invalid_client", 700027,
+                          f"Client assertion with jti '{jti}' was used before (replay).")
+
+    def _registered_cert(self, app, header):
+        """The app's certificate the header names (x5t#S256, and x5t if given)."""
+        s256, s1 = header.get("x5t#S256"), header.get("x5t")
+        if not s256 and not s1:
+            raise _aadsts(401, "invalid_client", 700027,
+                          "Client assertion contains no x5t#S256 or x5t header.")
+        for pem in app.get("certificates", []):
+            cert = x509.load_pem_x509_certificate(pem.encode())
+            if s256 and s256 != b64url(cert.fingerprint(hashes.SHA256())):
+                continue
+            if s1 and s1 != b64url(cert.fingerprint(hashes.SHA1())):
+                continue
+            return cert
         raise _aadsts(401, "invalid_client", 700027,
-                      "Client assertion failed signature validation (the test rig does not "
-                      "verify client assertions yet).")
+                      f"The certificate with identifier used to sign the client assertion is not "
+                      f"registered on application. [Reason - The key was not found., Thumbprint of "
+                      f"key used by client: '{s256 or s1}', app '{app['client_id']}']")
+
+    def _verify_federated_assertion(self, app, header, claims, signing_input, sig):
+        iss, sub, aud = claims.get("iss"), claims.get("sub"), claims.get("aud")
+        auds = aud if isinstance(aud, list) else [aud]
+        match = [f for f in app.get("federated_credentials", [])
+                 if f["issuer"] == iss and f["subject"] == sub and f.get("audience", K8S_AUDIENCE) in auds]
+        if not match:
+            raise _aadsts(400, "invalid_request", 70021,
+                          f"No matching federated identity record found for presented assertion. "
+                          f"Assertion Issuer: '{iss}'. Assertion Subject: '{sub}'. Assertion Audience: "
+                          f"'{','.join(map(str, auds))}'.")
+        if iss != K8S_ISSUER or header.get("kid") != self.state.k8s_kid:
+            raise _aadsts(401, "invalid_client", 700211,
+                          f"No matching signing key found for the assertion issuer '{iss}'.")
+        try:
+            self.state.k8s_key.public_key().verify(sig, signing_input, padding.PKCS1v15(), hashes.SHA256())
+        except (InvalidSignature, TypeError, ValueError):
+            raise _aadsts(401, "invalid_client", 700027,
+                          "Client assertion failed signature validation.")
+        self._check_times(claims, "federated token")
+        if self.state.is_revoked(claims.get("jti")):
+            raise _aadsts(401, "invalid_client", 700024,
+                          "Client assertion is not within its valid time range (revoked by the test).")
 
     # -- control API
 
@@ -774,6 +1000,10 @@ class Handler(BaseHTTPRequestHandler):
                 if path == "/control/reset":
                     st.reset()
                     return self._send_json(200, {"ok": True})
+                if path == "/control/k8s_token":
+                    return self._send_json(200, st.k8s_token(arg))
+                if path == "/control/k8s_revoke":
+                    return self._send_json(200, st.k8s_revoke(arg))
             raise HttpError(404, {"error": f"no control endpoint {method} {path}"})
         except HttpError as e:
             self._send_json(e.status, e.body, e.headers)
@@ -843,7 +1073,7 @@ def main(argv=None):
     state = IdpState(key, header_secret)
     if args.config:
         with open(args.config) as f:
-            state.update_config(json.load(f))
+            state.set_base(json.load(f))
 
     servers = [IdpServer((args.host, args.port), state)]
     if args.https_port is not None:

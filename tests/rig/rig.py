@@ -4,7 +4,11 @@
 Pieces, each on its own free port, in a fresh run directory:
   * a CA, a `localhost` server certificate, a second unrelated CA and a
     certificate for a wrong host name (openssl CLI);
-  * the identity provider (idp.py: IMDS, App Service, Entra token endpoint);
+  * the identity provider (idp.py: IMDS, App Service, Entra token endpoint
+    with client secrets, certificate assertions and workload identity);
+  * app certificates (PEM: certificate + private key) for the certificate
+    flow: one registered on app `etl`, one not registered anywhere, one with
+    an EC key (Entra assertions need RSA); a stub `az` (tests/rig/az);
   * PostgreSQL with ssl=on that logs token users in through PAM (pam_jwt.so
     checks the token's signature, expiry, audience and user) and a
     SCRAM password role, and rejects every connection without TLS.
@@ -232,6 +236,38 @@ authorityKeyIdentifier = keyid,issuer
 """
 
 
+_APP_CERTS = {
+    # file name: (openssl -newkey argument, subject CN)
+    "app-etl.pem": ("rsa:2048", "etl app credential"),
+    "app-unregistered.pem": ("rsa:2048", "unregistered app credential"),
+    "app-ec.pem": ("ec:{ecparam}", "ec app credential"),
+}
+
+
+def make_app_certs(tls_dir):
+    """Self-signed app credentials, each one PEM file holding the
+    certificate and then its private key (what `certificate_file` and
+    AZURE_CLIENT_CERTIFICATE_PATH name)."""
+    ecparam = os.path.join(tls_dir, "prime256v1.param")
+    _run(["openssl", "ecparam", "-name", "prime256v1", "-out", ecparam], "openssl ecparam")
+
+    def one(name, newkey, cn):
+        key, crt = os.path.join(tls_dir, name + ".key"), os.path.join(tls_dir, name + ".crt")
+        _run(["openssl", "req", "-x509", "-new", "-newkey", newkey.format(ecparam=ecparam), "-nodes",
+              "-sha256", "-days", "30", "-subj", f"/O=tokenpool test rig/CN={cn}",
+              "-keyout", key, "-out", crt], f"openssl app cert {name}")
+        with open(os.path.join(tls_dir, name), "w") as out:
+            for part in (crt, key):
+                with open(part) as f:
+                    out.write(f.read())
+            os.unlink(part)
+
+    with ThreadPoolExecutor(3) as ex:
+        for fut in [ex.submit(one, n, k, cn) for n, (k, cn) in _APP_CERTS.items()]:
+            fut.result()
+    os.unlink(ecparam)
+
+
 def make_certs(tls_dir):
     """CA + localhost cert, an unrelated CA, and a cert for the wrong host.
     RSA 2048 like Azure's; keys are made in parallel to keep start-up short."""
@@ -256,14 +292,15 @@ def make_certs(tls_dir):
         os.unlink(p(name + ".csr"))
 
     with ThreadPoolExecutor(4) as ex:
-        futs = [ex.submit(ca, "ca", "tokenpool rig CA"), ex.submit(ca, "other-ca", "unrelated CA")]
+        futs = [ex.submit(ca, "ca", "tokenpool rig CA"), ex.submit(ca, "other-ca", "unrelated CA"),
+                ex.submit(make_app_certs, tls_dir)]
         futs[0].result()
         futs += [ex.submit(leaf, "server", "localhost", "localhost_ext", "ca"),
                  ex.submit(leaf, "wronghost", WRONGHOST_NAME, "wronghost_ext", "ca")]
         for fut in futs:
             fut.result()
     for name in os.listdir(tls_dir):
-        os.chmod(p(name), 0o600 if name.endswith(".key") else 0o644)
+        os.chmod(p(name), 0o600 if name.endswith((".key", ".pem")) else 0o644)
 
 
 # ---------------------------------------------------------------- the rig
@@ -281,6 +318,8 @@ class Rig:
     pg_superuser, pg_database, pg_databases, pg_token_group, pg_token_users,
     pg_password_user, pg_password, pg_audience, pg_scope,
     pam_service, pam_service_file, pam_module, pam_log_file
+    app_certificate_file, app_certificate_unregistered_file, app_certificate_ec_file,
+    k8s_issuer, k8s_subject, az_stub
     """
 
     FIELDS = (
@@ -295,6 +334,8 @@ class Rig:
         "pg_superuser", "pg_database", "pg_databases", "pg_token_group", "pg_token_users",
         "pg_password_user", "pg_password", "pg_audience", "pg_scope",
         "pam_service", "pam_service_file", "pam_module", "pam_log_file",
+        "app_certificate_file", "app_certificate_unregistered_file", "app_certificate_ec_file",
+        "k8s_issuer", "k8s_subject", "az_stub",
     )
 
     def __init__(self, dir=None, keep=None):
@@ -483,8 +524,31 @@ class Rig:
         os.chown(self.key_file, 0, grp.getgrnam("postgres").gr_gid)
         self._key = idp_mod.read_key(self.key_file)
 
+    def _idp_start_config(self, idp_dir, tls):
+        """The IdP's start-up config: the default identities, with the etl
+        app's certificate registered. Returns the file's path."""
+        self.app_certificate_file = os.path.join(tls, "app-etl.pem")
+        self.app_certificate_unregistered_file = os.path.join(tls, "app-unregistered.pem")
+        self.app_certificate_ec_file = os.path.join(tls, "app-ec.pem")
+        self.k8s_issuer = idp_mod.K8S_ISSUER
+        self.k8s_subject = idp_mod.K8S_SUBJECT
+        self.az_stub = os.path.join(HERE, "az")
+        with open(self.app_certificate_file) as f:
+            pem = f.read()
+        cert_pem = pem[pem.index("-----BEGIN CERTIFICATE-----"):]
+        cert_pem = cert_pem[:cert_pem.index("-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----")] + "\n"
+        ids = idp_mod.default_identities()
+        for app in ids["apps"]:
+            if app["name"] == "etl":
+                app["certificates"] = [cert_pem]
+        path = os.path.join(idp_dir, "start-config.json")
+        with open(path, "w") as f:
+            json.dump({"identities": ids}, f)
+        return path
+
     def _start_idp(self, idp_dir, tls):
         ready = os.path.join(idp_dir, "ready.json")
+        start_config = self._idp_start_config(idp_dir, tls)
         self.idp_log_file = os.path.join(idp_dir, "idp.log")
         self.header_secret = secrets.token_urlsafe(24)
         log = open(self.idp_log_file, "ab")
@@ -492,7 +556,7 @@ class Rig:
             [sys.executable, os.path.join(HERE, "idp.py"), "--port", "0", "--https-port", "0",
              "--tls-cert", os.path.join(tls, "server.crt"), "--tls-key", os.path.join(tls, "server.key"),
              "--key-file", self.key_file, "--header-secret", self.header_secret,
-             "--ready-file", ready, "--exit-with-parent"],
+             "--config", start_config, "--ready-file", ready, "--exit-with-parent"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         log.close()
         self.idp_pid = self._idp_proc.pid
@@ -798,7 +862,8 @@ host    all      all               ::/0          reject
         return self._idp_ok("GET", "/control/stats")
 
     def idp_reset(self):
-        """Default config, no faults, zero counters, hung requests released."""
+        """Start-up config (defaults plus the registered app certificate), no
+        faults, zero counters, no revocations, hung requests released."""
         return self._idp_ok("POST", "/control/reset", {})
 
     def imds_token_response(self, resource=PG_AUDIENCE, **selector):
@@ -839,6 +904,20 @@ host    all      all               ::/0          reject
                 "oid": "00000000-0000-0000-0000-000000000000", "tid": self.tenant_id}
         body.update(claims)
         return idp_mod.encode_jwt(body, key if key is not None else idp_mod.read_key(self.key_file))
+
+    def k8s_token(self, subject=None, audience=None, lifetime=3600, issuer=None):
+        """A service account token from the rig's "Kubernetes" issuer, as AKS
+        projects into AZURE_FEDERATED_TOKEN_FILE: {"token", "jti", "exp"}.
+        Defaults: the subject and audience app `aks` federates with."""
+        spec = {"lifetime": lifetime}
+        for k, v in (("subject", subject), ("audience", audience), ("issuer", issuer)):
+            if v is not None:
+                spec[k] = v
+        return self._idp_ok("POST", "/control/k8s_token", spec)
+
+    def k8s_revoke(self, jti):
+        """The Entra endpoint refuses that service account token from now on."""
+        return self._idp_ok("POST", "/control/k8s_revoke", {"jti": jti})
 
     def decode_token(self, token):
         """Claims of a token, after checking its signature with the rig key."""
