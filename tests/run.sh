@@ -28,7 +28,7 @@ run_suite() {
 
 run_suite build
 if [ "${TP_SKIP_SANITIZE:-0}" != 1 ]; then
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:quarantine_size_mb=4 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		run_suite build-asan -DTP_SANITIZE=ON
 fi

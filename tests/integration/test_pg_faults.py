@@ -368,6 +368,12 @@ def test_identity_configuration_error_gives_08006_naming_it(rig, tokenpool, pg_c
 
 # ---------------------------------------------------------------- upstream faults
 
+def _has_asan(pid):
+    """Whether the process runs with AddressSanitizer's runtime."""
+    with open(f"/proc/{pid}/maps") as f:
+        return "libasan" in f.read()
+
+
 def _vmrss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -494,7 +500,10 @@ def test_postgres_restart_mid_run(rig, tokenpool, pg_config):
     rss_after, fds_after = _vmrss_kib(tp.pid), _fds(tp.pid)
     assert len(fds_after) <= len(fds_before), \
         f"file descriptors before {fds_before}\nafter {fds_after}"
-    assert rss_after - rss_before < 2048, f"VmRSS grew from {rss_before} to {rss_after} KiB"
+    # Under AddressSanitizer freed memory sits in its quarantine
+    # (tests/run.sh caps it at 4 MiB) before it can be reused.
+    bound = 2048 + (8192 if _has_asan(tp.pid) else 0)
+    assert rss_after - rss_before < bound, f"VmRSS grew from {rss_before} to {rss_after} KiB"
     assert whoami(tp) == user
 
 
