@@ -245,6 +245,16 @@ void auth__http_cancel(auth_fetch_t *f);
 
 /* Wall clock, seconds. */
 double auth__now(void);
+struct cJSON;
+/* Whether a token can go into protocol fields verbatim (no spaces, no
+ * control bytes). */
+bool auth__token_printable(const char *s);
+/* A copy of token becomes res's token with its expiry: 0, or TP_ETOKEN
+ * with why filled in. */
+int auth__keep_token(auth_fetch_result_t *res, const char *token, double exp,
+		     char *why, size_t whylen) TP_MUST_CHECK;
+/* Wipes tok's string (it may be a token) and frees root. */
+void auth__json_free_wiping(struct cJSON *root, struct cJSON *tok);
 
 /* The sources in the other files. */
 extern const auth_source_t auth__imds_source;

@@ -105,14 +105,6 @@ static bool epoch_field(cJSON *root, double *out)
 	       isfinite(*out) && *out > 0;
 }
 
-static bool printable_token(const char *s)
-{
-	for (; *s; s++)
-		if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
-			return false;
-	return true;
-}
-
 int auth_parse_az_output(const char *out, size_t len, double now,
 			 auth_fetch_result_t *res, char *why, size_t whylen)
 {
@@ -126,7 +118,7 @@ int auth_parse_az_output(const char *out, size_t len, double now,
 		snprintf(why, whylen, "az printed no JSON object");
 	else if (!cJSON_IsString(tok) || !tok->valuestring[0])
 		snprintf(why, whylen, "az printed no accessToken");
-	else if (!printable_token(tok->valuestring))
+	else if (!auth__token_printable(tok->valuestring))
 		snprintf(why, whylen,
 			 "az printed an accessToken that is not "
 			 "printable");
@@ -140,17 +132,9 @@ int auth_parse_az_output(const char *out, size_t len, double now,
 		snprintf(why, whylen,
 			 "az printed a token that expired %.0f s ago",
 			 now - exp);
-	else if (!(res->token = strdup(tok->valuestring)))
-		snprintf(why, whylen, "out of memory");
-	else {
-		res->len = strlen(res->token);
-		res->expires_on = exp;
-		res->err = 0;
-		rc = 0;
-	}
-	if (cJSON_IsString(tok)) /* cJSON frees without wiping */
-		OPENSSL_cleanse(tok->valuestring, strlen(tok->valuestring));
-	cJSON_Delete(root);
+	else
+		rc = auth__keep_token(res, tok->valuestring, exp, why, whylen);
+	auth__json_free_wiping(root, tok);
 	return rc;
 }
 

@@ -285,12 +285,32 @@ static bool field_seconds(cJSON *root, const char *key, bool absolute,
 }
 
 /* Tokens go into protocol fields verbatim: no spaces, no control bytes. */
-static bool token_printable(const char *s)
+bool auth__token_printable(const char *s)
 {
 	for (; *s; s++)
 		if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
 			return false;
 	return true;
+}
+
+int auth__keep_token(auth_fetch_result_t *res, const char *token, double exp,
+		     char *why, size_t whylen)
+{
+	if (!(res->token = strdup(token))) {
+		snprintf(why, whylen, "out of memory");
+		return TP_ETOKEN;
+	}
+	res->len = strlen(res->token);
+	res->expires_on = exp;
+	res->err = 0;
+	return 0;
+}
+
+void auth__json_free_wiping(struct cJSON *root, struct cJSON *tok)
+{
+	if (cJSON_IsString(tok)) /* cJSON frees without wiping */
+		OPENSSL_cleanse(tok->valuestring, strlen(tok->valuestring));
+	cJSON_Delete(root);
 }
 
 int auth_parse_token_response(const char *body, size_t len, double now,
@@ -306,7 +326,7 @@ int auth_parse_token_response(const char *body, size_t len, double now,
 		snprintf(why, whylen, "response is not a JSON object");
 	else if (!cJSON_IsString(tok) || !tok->valuestring[0])
 		snprintf(why, whylen, "response has no access_token");
-	else if (!token_printable(tok->valuestring))
+	else if (!auth__token_printable(tok->valuestring))
 		snprintf(why, whylen, "response access_token is not printable");
 	else if (!field_seconds(root, "expires_on", true, &exp) &&
 		 !field_seconds(root, "expires_in", false, &in))
@@ -316,17 +336,9 @@ int auth_parse_token_response(const char *body, size_t len, double now,
 		snprintf(why, whylen,
 			 "response token expired %.0f s ago (clock skew?)",
 			 now - exp);
-	else if (!(res->token = strdup(tok->valuestring)))
-		snprintf(why, whylen, "out of memory");
-	else {
-		res->len = strlen(res->token);
-		res->expires_on = exp;
-		res->err = 0;
-		rc = 0;
-	}
-	if (cJSON_IsString(tok)) /* cJSON frees without wiping */
-		OPENSSL_cleanse(tok->valuestring, strlen(tok->valuestring));
-	cJSON_Delete(root);
+	else
+		rc = auth__keep_token(res, tok->valuestring, exp, why, whylen);
+	auth__json_free_wiping(root, tok);
 	return rc;
 }
 
