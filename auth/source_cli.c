@@ -48,8 +48,7 @@ typedef struct az_run {
 	bool spawned, exited, closing;
 	int64_t status;
 	int term_signal;
-	char *obuf;
-	size_t olen, ocap;
+	auth__buf_t printed; /* az's stdout: a token, so wiped on free */
 	bool too_big;
 	char ebuf[AZ_ERR_KEEP];
 	size_t elen;
@@ -146,8 +145,7 @@ static void on_run_closed(uv_handle_t *h)
 
 	if (--r->open > 0)
 		return;
-	if (r->obuf)
-		OPENSSL_clear_free(r->obuf, r->ocap);
+	auth__buf_free(&r->printed);
 	OPENSSL_cleanse(r->scratch, sizeof(r->scratch));
 	free(r);
 }
@@ -200,11 +198,12 @@ static void run_result(az_run_t *r, auth_fetch_result_t *res)
 		first_line(r, line, sizeof(line));
 		auth__fail(res, false, "azure_cli: az exited with %lld%s%s",
 			   (long long)r->status, line[0] ? ": " : "", line);
-	} else if (r->too_big)
+	} else if (r->too_big || r->printed.oom)
 		auth__fail(res, true, "azure_cli: az printed over %d bytes",
 			   AZ_OUT_MAX);
-	else if (auth_parse_az_output(r->obuf ? r->obuf : "", r->olen,
-				      auth__now(), res, why, sizeof(why)) != 0)
+	else if (auth_parse_az_output(r->printed.s ? r->printed.s : "",
+				      r->printed.len, auth__now(), res, why,
+				      sizeof(why)) != 0)
 		auth__fail(res, true, "azure_cli: %s", why);
 }
 
@@ -259,30 +258,11 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 
 static void keep_out(az_run_t *r, const char *data, size_t n)
 {
-	size_t cap = r->ocap ? r->ocap : 4096;
-	char *p;
-
-	if (r->too_big || n > AZ_OUT_MAX - r->olen) {
+	if (r->too_big || n > AZ_OUT_MAX - r->printed.len) {
 		r->too_big = true; /* keep draining so az is not blocked */
 		return;
 	}
-	while (cap < r->olen + n + 1)
-		cap *= 2;
-	if (cap != r->ocap) { /* by copy, so the old block can be wiped */
-		if (!(p = malloc(cap))) {
-			r->too_big = true;
-			return;
-		}
-		if (r->obuf) {
-			memcpy(p, r->obuf, r->olen);
-			OPENSSL_clear_free(r->obuf, r->ocap);
-		}
-		r->obuf = p;
-		r->ocap = cap;
-	}
-	memcpy(r->obuf + r->olen, data, n);
-	r->olen += n;
-	r->obuf[r->olen] = '\0';
+	auth__buf_addn(&r->printed, data, n);
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
