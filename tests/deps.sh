@@ -15,8 +15,12 @@ pkgs=(
 	build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
 	libuv1-dev libssl-dev libcurl4-openssl-dev libcjson-dev
 	openssl ca-certificates
+	libhttp-parser-dev
 	postgresql postgresql-client pgbouncer libpam0g-dev
-	python3 python3-psycopg2 python3-pytest python3-cryptography
+	mariadb-server mariadb-client sysbench
+	freetds-bin
+	python3 python3-psycopg2 python3-pymysql python3-pymssql python3-pytest
+	python3-cryptography python3-prometheus-client python3-yaml
 )
 # Node may come from elsewhere on a machine (with its own npm); only a
 # machine without it gets Debian's.
@@ -35,10 +39,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Node clients for the integration tests (pg today; mysql2 and tedious
-# arrive with their protocols).
+# Node clients for the integration tests: pg, mysql2, tedious and mssql.
 here=$(cd "$(dirname "$0")" && pwd)
-if [ -f "$here/integration/package.json" ] &&
-	[ ! -d "$here/integration/node_modules/pg" ]; then
-	(cd "$here/integration" && npm install --no-audit --no-fund --silent)
-fi
+for m in pg mysql2 tedious mssql; do
+	if [ ! -d "$here/integration/node_modules/$m" ]; then
+		(cd "$here/integration" && npm install --no-audit --no-fund --silent)
+		break
+	fi
+done
