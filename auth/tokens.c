@@ -479,6 +479,17 @@ static void entry_store(auth_entry_t *e, auth_fetch_result_t *res, double now)
 	e->has_error = false;
 	e->retry_after = 0;
 	entry_arm(e, auth_refresh_after_fetch(now, e->expires_on));
+	if (e->tokens->log) {
+		char line[AUTH_REASON_MAX * 2];
+
+		/* The token is named by its expiry, never shown. */
+		snprintf(line, sizeof(line),
+			 "identity %s: token for %s from %s ok, expires in "
+			 "%.0f s, next refresh in %.0f s",
+			 e->desc, e->scope, e->source_name, e->expires_on - now,
+			 auth_refresh_after_fetch(now, e->expires_on));
+		tokens_log(e->tokens, CONF_LOG_INFO, line);
+	}
 	entry_resolve(e, 0, NULL);
 }
 
@@ -487,6 +498,11 @@ static void entry_store(auth_entry_t *e, auth_fetch_result_t *res, double now)
  * about a configuration error. */
 static void entry_fail(auth_entry_t *e, const auth_fetch_result_t *res)
 {
+	char line[AUTH_REASON_MAX * 3];
+	auth_tokens_t *t = e->tokens;
+	conf_log_level_t level;
+	double delay;
+
 	e->failed++;
 	e->failures++;
 	e->has_error = true;
@@ -496,15 +512,24 @@ static void entry_fail(auth_entry_t *e, const auth_fetch_result_t *res)
 	e->config_error = !res->retryable;
 	e->retry_after = res->retry_after > RETRY_AFTER_CAP ? RETRY_AFTER_CAP
 							    : res->retry_after;
-	if (e->config_error) {
-		entry_arm(e, CONFIG_RETRY);
+	delay = e->config_error
+		    ? CONFIG_RETRY
+		    : auth_retry_delay(e->failures, e->retry_after, rnd01());
+	snprintf(line, sizeof(line),
+		 "token for %s from %s failed: %s; %s, next try in %.0f s",
+		 e->scope, e->source_name, e->last_error,
+		 e->expires_on > now_wall() ? "keeping the valid token"
+					    : "no valid token",
+		 delay);
+	/* A configuration error reaches the log through the pools and
+	 * clients that wait for the token, naming the fix; this line comes
+	 * after theirs. */
+	level = e->config_error ? CONF_LOG_DEBUG : CONF_LOG_WARN;
+	entry_arm(e, delay);
+	if (e->config_error)
 		entry_resolve(e, TP_ETOKEN, e->last_error);
-	} else {
-		entry_arm(
-		    e, auth_retry_delay(e->failures, e->retry_after, rnd01()));
-	}
+	tokens_log(t, level, line);
 }
-
 static void on_fetch_result(auth_entry_t *e, auth_fetch_result_t *res)
 {
 	double now = now_wall();

@@ -63,6 +63,8 @@ typedef struct env_ctx {
 	char *err;
 	size_t errlen;
 	const char *tls_mode; /* TOKENPOOL_TLS_MODE; NULL: verify-full */
+	int pool_size;	      /* TOKENPOOL_POOL_SIZE; 0: the default */
+	int max_clients;      /* TOKENPOOL_MAX_CLIENTS; 0: the default */
 	char *warn[WARN_MAX];
 	size_t nwarn;
 } env_ctx_t;
@@ -374,9 +376,29 @@ static int read_pool(env_ctx_t *ctx, const env_db_t *db, env_pool_t *p)
 
 /* ---- variables for every pool ---- */
 
+/* A whole number 1..max from a variable; 0 when unset. */
+static int read_count(env_ctx_t *ctx, const char *name, int max, int *out)
+{
+	const char *v = env(name);
+	char *end;
+	long n;
+
+	*out = 0;
+	if (!v)
+		return 0;
+	n = strtol(v, &end, 10);
+	if (*end || n < 1 || n > max)
+		return fail(ctx,
+			    "%s: expected a whole number 1..%d, got \"%.32s\"",
+			    name, max, v);
+	*out = (int)n;
+	return 0;
+}
+
 static int read_globals(env_ctx_t *ctx)
 {
 	const char *mode = env("TOKENPOOL_TLS_MODE");
+	int rc;
 	bool user = env("TOKENPOOL_CLIENT_USER") != NULL;
 	bool pw = env("TOKENPOOL_CLIENT_PASSWORD") != NULL;
 
@@ -391,6 +413,18 @@ static int read_globals(env_ctx_t *ctx)
 				   "TOKENPOOL_CLIENT_PASSWORD are"
 		    : !user	 ? "TOKENPOOL_CLIENT_USER is"
 				 : "TOKENPOOL_CLIENT_PASSWORD is");
+	if ((rc = read_count(ctx, "TOKENPOOL_POOL_SIZE", 10000,
+			     &ctx->pool_size)) ||
+	    (rc = read_count(ctx, "TOKENPOOL_MAX_CLIENTS", 1000000,
+			     &ctx->max_clients)))
+		return rc;
+	if (env("TOKENPOOL_POOL_MODE") &&
+	    strcmp(env("TOKENPOOL_POOL_MODE"), "session") != 0 &&
+	    strcmp(env("TOKENPOOL_POOL_MODE"), "transaction") != 0)
+		return fail(ctx,
+			    "TOKENPOOL_POOL_MODE: expected session or "
+			    "transaction, got \"%.32s\"",
+			    env("TOKENPOOL_POOL_MODE"));
 	if (!mode)
 		return 0;
 	for (size_t i = 0; i < CONF__COUNT(conf__tls_mode_names); i++) {
@@ -506,9 +540,26 @@ static cJSON *pool_json(env_ctx_t *ctx, const env_pool_t *p, int *rc)
 	cJSON *server = pool && clients ? server_json(ctx, p, rc) : NULL;
 	bool ok = server != NULL;
 
+	cJSON *limits = cJSON_CreateObject();
+
+	ok = ok && limits;
 	add_str(pool, "name", p->cs.database, &ok);
 	add_str(pool, "protocol", conf_protocol_name(p->db->protocol), &ok);
 	add_str(pool, "listen", p->listen, &ok);
+	/* Pool limits a sidecar can only set here; the loader validates the
+	 * mode like the file's pool.mode. */
+	add_str(limits, "mode", env("TOKENPOOL_POOL_MODE"), &ok);
+	if (ctx->pool_size &&
+	    !cJSON_AddNumberToObject(limits, "size", ctx->pool_size))
+		ok = false;
+	if (ctx->max_clients &&
+	    !cJSON_AddNumberToObject(limits, "max_clients", ctx->max_clients))
+		ok = false;
+	if (ok && cJSON_AddItemToObject(pool, "pool", limits))
+		limits = NULL;
+	else
+		ok = false;
+	cJSON_Delete(limits);
 	if (ok && cJSON_AddItemToObject(pool, "server", server)) {
 		server = NULL;
 		if (cJSON_AddItemToObject(pool, "clients", clients))
@@ -522,19 +573,35 @@ static cJSON *pool_json(env_ctx_t *ctx, const env_pool_t *p, int *rc)
 }
 
 /* Top level: where the identity endpoints are, for tests and sovereign
- * clouds (the names are those the Azure SDKs and our tests use). */
+ * clouds (the names are those the Azure SDKs and our tests use); the HTTP
+ * endpoint and logging, which a sidecar can only set this way (probes come
+ * from the node, so TOKENPOOL_HTTP_LISTEN=0.0.0.0:9090 is common). */
 static cJSON *root_json(env_ctx_t *ctx)
 {
 	cJSON *root = cJSON_CreateObject(), *id = cJSON_CreateObject();
-	bool ok = root && id;
+	cJSON *http = cJSON_CreateObject(), *log = cJSON_CreateObject();
+	bool ok = root && id && http && log;
 
 	add_str(id, "imds_endpoint", env("TOKENPOOL_IMDS_ENDPOINT"), &ok);
 	add_str(id, "authority", env("AZURE_AUTHORITY_HOST"), &ok);
-	if (ok && cJSON_AddItemToObject(root, "identity", id)) {
-		if (cJSON_AddArrayToObject(root, "pools"))
-			return root;
-		id = NULL; /* root owns it */
+	add_str(http, "listen", getenv("TOKENPOOL_HTTP_LISTEN"), &ok);
+	if (env("TOKENPOOL_ADMIN_TOKEN"))
+		add_str(http, "admin_token_env", "TOKENPOOL_ADMIN_TOKEN", &ok);
+	add_str(log, "level", env("TOKENPOOL_LOG_LEVEL"), &ok);
+	add_str(log, "format", env("TOKENPOOL_LOG_FORMAT"), &ok);
+	if (ok && cJSON_AddItemToObject(root, "http", http)) {
+		http = NULL;
+		if (cJSON_AddItemToObject(root, "log", log)) {
+			log = NULL;
+			if (cJSON_AddItemToObject(root, "identity", id)) {
+				if (cJSON_AddArrayToObject(root, "pools"))
+					return root;
+				id = NULL; /* root owns it */
+			}
+		}
 	}
+	cJSON_Delete(http);
+	cJSON_Delete(log);
 	cJSON_Delete(id);
 	cJSON_Delete(root);
 	return NULL;

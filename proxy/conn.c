@@ -368,13 +368,23 @@ void tp_conn_close(tp_conn_t *c, const char *reason)
 	if (c->closing)
 		return;
 	c->closing = true;
-	tp_log(c->side == TP_SIDE_CLIENT ? TP_LOG_INFO : TP_LOG_INFO, c,
-	       "closing (%s): %s", tp_conn_state_name(c->state), reason);
+	if (tp_log_enabled(TP_LOG_INFO))
+		tp_log(TP_LOG_INFO, c,
+		       "%s closed after %.3f s, %llu bytes in, %llu out (%s): "
+		       "%s",
+		       c->side == TP_SIDE_CLIENT ? "client" : "server",
+		       (double)(tp_now_ms(c->tp) - c->created_ms) / 1000.0,
+		       (unsigned long long)c->bytes_in,
+		       (unsigned long long)c->bytes_out,
+		       tp_conn_state_name(c->state), reason);
 	if (c->up && c->up->token_wait) {
 		auth_wait_cancel(c->up->token_wait);
 		c->up->token_wait = NULL;
 	}
 	if (c->side == TP_SIDE_CLIENT) {
+		/* What the client was told it failed with (metrics). */
+		if (c->fail_err)
+			tp_count_error(c->tp, c->fail_err);
 		if (c->pool)
 			tp_pool_client_gone(c->pool, c);
 	} else if (c->pool) {
@@ -396,6 +406,8 @@ void tp_conn_error_close(tp_conn_t *c, int err, const char *msg)
 	if (c->closing || c->close_after_flush)
 		return;
 	tp_log(TP_LOG_INFO, c, "refusing: %s", msg);
+	if (c->side == TP_SIDE_CLIENT && !c->fail_err)
+		c->fail_err = err; /* counted at close */
 	if (c->side == TP_SIDE_CLIENT)
 		c->proto->client_error(c, err, msg);
 	/* Out of the wait queue: nobody may hand it a server now. */
@@ -451,6 +463,13 @@ static int submit(tp_conn_t *c, tp_buf_t *b)
 	w->buf = *b;
 	memset(b, 0, sizeof(*b));
 	c->write_queued += w->buf.len;
+	c->bytes_out += w->buf.len;
+	if (c->pool) {
+		if (c->side == TP_SIDE_CLIENT)
+			c->pool->st.client_out += w->buf.len;
+		else
+			c->pool->st.server_out += w->buf.len;
+	}
 	rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &ub, 1, on_written);
 	if (rc < 0) {
 		c->write_queued -= w->buf.len;
@@ -594,6 +613,13 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 	}
 	if (n == 0)
 		return;
+	c->bytes_in += (uint64_t)n;
+	if (c->pool) {
+		if (c->side == TP_SIDE_CLIENT)
+			c->pool->st.client_in += (uint64_t)n;
+		else
+			c->pool->st.server_in += (uint64_t)n;
+	}
 	if (c->tls) {
 		if (!tls_input(c, (const uint8_t *)buf->base, (size_t)n))
 			return;

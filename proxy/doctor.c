@@ -171,7 +171,7 @@ static void run_next_pool(doctor_t *d)
 		tp_stop(tp, d->failures ? 1 : 0);
 		return;
 	}
-	pool = &tp->pools[d->next_pool];
+	pool = tp->pools[d->next_pool];
 	printf("pool %s (%s, %s:%d, tls %s)\n", pool->conf->name,
 	       pool->proto->name, pool->conf->server.host,
 	       pool->conf->server.port,

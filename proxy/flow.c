@@ -226,8 +226,10 @@ static void forward_failed(tp_conn_t *src, int err)
 static bool apply(tp_conn_t *src, tp_conn_t *dst, int action)
 {
 	if (src->side == TP_SIDE_CLIENT) {
-		if (action & TP_MSG_REQUEST)
+		if (action & TP_MSG_REQUEST) {
 			dst->pending++;
+			src->pool->st.queries++;
+		}
 		if (action & TP_MSG_PIN)
 			src->pinned = true;
 		return true;
@@ -236,6 +238,9 @@ static bool apply(tp_conn_t *src, tp_conn_t *dst, int action)
 		src->broken = true;
 	if ((action & TP_MSG_READY) && src->pending > 0)
 		src->pending--;
+	if ((action & (TP_MSG_READY | TP_MSG_IDLE)) ==
+	    (TP_MSG_READY | TP_MSG_IDLE))
+		src->pool->st.transactions++;
 	if ((action & TP_MSG_IDLE) && src->pending == 0 && src->fwd_left == 0 &&
 	    dst->fwd_left == 0 && dst->in.len == 0 &&
 	    src->pool->conf->pool.mode == CONF_POOL_TRANSACTION && !dst->pinned)

@@ -85,6 +85,16 @@ static void log_warnings(const conf_t *conf)
 		tp_log(TP_LOG_WARN, NULL, "%s", conf->warnings[i]);
 }
 
+/* Reload reads from where the running config came from: the same file,
+ * or the environment. */
+static int reload_loader(void *arg, conf_t **out, char *err, size_t errlen)
+{
+	const char *path = arg;
+
+	return path ? conf_load_file(path, out, err, errlen)
+		    : conf_load_env(out, err, errlen);
+}
+
 static int cmd_run(const char *path)
 {
 	conf_t *conf = load(path);
@@ -105,6 +115,8 @@ static int cmd_run(const char *path)
 		       err[0] ? err : tp_strerror(rc));
 		return rc == TP_ECONFIG ? 2 : 1;
 	}
+	tp->loader = reload_loader;
+	tp->loader_arg = conf->path;
 	tp_log(TP_LOG_INFO, NULL, "tokenpool %s started", TP_VERSION);
 	rc = tp_run(tp);
 	uv_loop_close(uv_default_loop());

@@ -70,6 +70,8 @@ int tp_pool_init(tp_pool_t *pool, tp_t *tp, const conf_t *conf,
 
 void tp_pool_destroy(tp_pool_t *pool)
 {
+	if (pool->prefetch)
+		auth_wait_cancel(pool->prefetch);
 	if (pool->verifiers) {
 		OPENSSL_cleanse(
 		    pool->verifiers,
@@ -279,6 +281,7 @@ static tp_conn_t *new_server(tp_pool_t *pool, tp_login_kind_t kind)
 	if (!s)
 		return NULL;
 	s->pool = pool;
+	s->up->generation = pool->generation;
 	s->up->login.kind = kind;
 	s->up->login.pool = pool->conf;
 	s->up->login.user = srv->user;
@@ -363,6 +366,17 @@ static void wait_timeout(tp_conn_t *c)
 
 static void link_pair(tp_pool_t *pool, tp_conn_t *c, tp_conn_t *s)
 {
+	if (c->state == TP_C_WAITING) {
+		/* The wait's deadline says when it began: no field for it. */
+		double wait_ms = conf_ms(pool->conf->pool.wait_timeout);
+		double began = (double)c->due_ms - wait_ms;
+		double now = (double)tp_now_ms(pool->tp);
+
+		tp_hist_observe(&pool->st.wait,
+				now > began ? (now - began) / 1000.0 : 0);
+	} else {
+		tp_hist_observe(&pool->st.wait, 0);
+	}
 	tp_conn_deadline_stop(c);
 	c->peer = s;
 	s->peer = c;
@@ -399,7 +413,7 @@ void tp_pool_acquire(tp_pool_t *pool, tp_conn_t *c)
 {
 	if (c->closing)
 		return;
-	if (!tp_list_empty(&pool->s_idle)) {
+	if (!tp_list_empty(&pool->s_idle) && !pool->paused) {
 		/* LIFO: the warmest server, and idle ones can age out. */
 		tp_conn_t *s =
 		    tp_container_of(pool->s_idle.prev, tp_conn_t, node);
@@ -410,7 +424,7 @@ void tp_pool_acquire(tp_pool_t *pool, tp_conn_t *c)
 	tp_conn_deadline(c, wait_timeout,
 			 (uint64_t)conf_ms(pool->conf->pool.wait_timeout));
 	if (pool->count[TP_C_WAITING] > pool->count[TP_S_CONNECTING] &&
-	    nservers(pool) < pool->conf->pool.size)
+	    nservers(pool) < pool->conf->pool.size && !pool->paused)
 		launch(pool);
 }
 
@@ -458,13 +472,18 @@ void tp_pool_server_ready(tp_pool_t *pool, tp_conn_t *s)
 		const uint8_t *params;
 		size_t len;
 
-		pool->stat_logins_ok++;
+		uint64_t took = tp_now_ms(pool->tp) - s->created_ms;
+
+		pool->st.logins_ok++;
+		pool->reached = true;
+		tp_hist_observe(&pool->st.connect, (double)took / 1000.0);
 		pool->last_fail[0] = 0;
-		tp_log(
-		    TP_LOG_INFO, s, "server login ok in %llu ms%s%s",
-		    (unsigned long long)(tp_now_ms(pool->tp) - s->created_ms),
-		    s->tls ? " over " : "",
-		    s->tls ? tp_tls_version(s->tls) : "");
+		pool->warmup_backoff_ms = 0;
+		tp_log(TP_LOG_INFO, s,
+		       "server login ok in %llu ms as %s (%s)%s%s",
+		       (unsigned long long)took, s->up->login.user,
+		       tp_pool_identity_label(pool), s->tls ? " over " : "",
+		       s->tls ? tp_tls_version(s->tls) : "");
 		s->proto->server_params(s, &params, &len);
 		if (!pool->welcome && (pool->welcome = malloc(len + 1))) {
 			memcpy(pool->welcome, params, len);
@@ -483,14 +502,26 @@ void tp_pool_server_ready(tp_pool_t *pool, tp_conn_t *s)
 					   : "server reached its lifetime");
 		return;
 	}
+	if (s->up->generation != pool->generation) {
+		tp_conn_close(s, "server settings changed (reload)");
+		return;
+	}
+	if (nservers(pool) > pool->conf->pool.size) {
+		tp_conn_close(s, "pool size reduced (reload)");
+		return;
+	}
 	if (pool->tp->stopping && tp_list_empty(&pool->c_waiting)) {
 		tp_conn_close(s, "shutting down");
 		return;
 	}
-	if (!tp_list_empty(&pool->c_waiting)) {
+	if (!tp_list_empty(&pool->c_waiting) && !pool->paused) {
 		tp_conn_t *c =
 		    tp_container_of(pool->c_waiting.next, tp_conn_t, node);
 		link_pair(pool, c, s);
+		return;
+	}
+	if (pool->removed && pool->nclients == 0) {
+		tp_conn_close(s, "pool removed (reload)");
 		return;
 	}
 	s->last_used_ms = tp_now_ms(pool->tp);
@@ -551,7 +582,7 @@ void tp_pool_server_failed(tp_pool_t *pool, int err, const char *msg)
 {
 	tp_list_t *n, *next;
 
-	pool->stat_logins_failed++;
+	pool->st.logins_failed++;
 	pool->last_fail_err = err;
 	snprintf(pool->last_fail, sizeof(pool->last_fail), "%s", msg);
 	tp_log(TP_LOG_WARN, NULL, "pool %s: server login failed: %s",
@@ -618,9 +649,156 @@ void tp_pool_janitor(tp_pool_t *pool)
 		else if (idle > 0 && now - s->last_used_ms >= conf_ms(idle))
 			tp_conn_close(s, "server idle too long");
 	}
+	if (pool->removed)
+		return;
 	while (!pool->tp->stopping &&
 	       pool->count[TP_S_IDLE] + pool->count[TP_S_CONNECTING] <
 		   pool->conf->pool.min_idle &&
 	       nservers(pool) < pool->conf->pool.size && !pool->last_fail[0])
 		launch(pool);
+	if (pool->warmup_due_ms && now >= pool->warmup_due_ms)
+		tp_pool_warmup(pool);
+}
+
+/* ---- readiness, warm-up, pause, reload ---- */
+
+const char *tp_pool_identity_label(tp_pool_t *pool)
+{
+	const conf_identity_t *id = pool->identity;
+
+	if (pool->conf->server.auth != CONF_AUTH_TOKEN)
+		return "password";
+	if (id->client_id)
+		return id->client_id;
+	if (id->object_id)
+		return id->object_id;
+	if (id->resource_id)
+		return id->resource_id;
+	return conf_source_name(id->source);
+}
+
+/* Whether a server of the current settings is up or has logged in. */
+static bool reached(tp_pool_t *pool)
+{
+	return pool->count[TP_S_IDLE] + pool->count[TP_S_ACTIVE] +
+		       pool->count[TP_S_RESET] >
+		   0 ||
+	       pool->reached;
+}
+
+void tp_pool_warmup(tp_pool_t *pool)
+{
+	uint64_t now = tp_now_ms(pool->tp);
+
+	pool->warmup_due_ms = 0;
+	if (pool->tp->stopping || pool->removed || pool->conf->pool.size < 1)
+		return;
+	if (reached(pool) && !pool->last_fail[0])
+		return;
+	/* Retried from the janitor until a login works: 1 s, doubling, at
+	 * most 30 s apart. */
+	pool->warmup_backoff_ms =
+	    pool->warmup_backoff_ms ? pool->warmup_backoff_ms * 2 : 1000;
+	if (pool->warmup_backoff_ms > 30000)
+		pool->warmup_backoff_ms = 30000;
+	pool->warmup_due_ms = now + pool->warmup_backoff_ms;
+	if (pool->count[TP_S_CONNECTING] == 0 &&
+	    nservers(pool) < pool->conf->pool.size)
+		launch(pool);
+}
+
+bool tp_pool_ready(tp_pool_t *pool, char *reason, size_t len)
+{
+	const char *token;
+	size_t tlen;
+
+	if (pool->conf->server.auth == CONF_AUTH_TOKEN &&
+	    auth_token_peek(pool->tp->tokens, pool->identity,
+			    pool->conf->server.scope, 0, &token, &tlen) != 0) {
+		snprintf(reason, len, "pool %s: no valid access token%s%s",
+			 pool->conf->name, pool->last_fail[0] ? ": " : "",
+			 pool->last_fail);
+		return false;
+	}
+	if (pool->count[TP_S_IDLE] + pool->count[TP_S_ACTIVE] +
+		pool->count[TP_S_RESET] >
+	    0)
+		return true;
+	if (pool->last_fail[0]) {
+		snprintf(reason, len, "pool %s: server login failing: %s",
+			 pool->conf->name, pool->last_fail);
+		return false;
+	}
+	if (!pool->reached) {
+		snprintf(reason, len, "pool %s: server not reached yet",
+			 pool->conf->name);
+		return false;
+	}
+	return true;
+}
+
+void tp_pool_pause(tp_pool_t *pool)
+{
+	pool->paused = true;
+}
+
+void tp_pool_resume(tp_pool_t *pool)
+{
+	if (!pool->paused)
+		return;
+	pool->paused = false;
+	while (!tp_list_empty(&pool->c_waiting) &&
+	       !tp_list_empty(&pool->s_idle)) {
+		tp_conn_t *c =
+		    tp_container_of(pool->c_waiting.next, tp_conn_t, node);
+		tp_conn_t *s =
+		    tp_container_of(pool->s_idle.prev, tp_conn_t, node);
+
+		link_pair(pool, c, s);
+	}
+	while (pool->count[TP_C_WAITING] > pool->count[TP_S_CONNECTING] &&
+	       nservers(pool) < pool->conf->pool.size)
+		launch(pool);
+}
+
+void tp_pool_close_idle(tp_pool_t *pool, const char *why)
+{
+	while (!tp_list_empty(&pool->s_idle))
+		tp_conn_close(
+		    tp_container_of(pool->s_idle.next, tp_conn_t, node), why);
+}
+
+void tp_pool_reconfigure(tp_pool_t *pool, const conf_t *conf,
+			 const conf_pool_t *pc, auth_verifier_t *verifiers,
+			 SSL_CTX *server_ctx, bool server_changed)
+{
+	tp_t *tp = pool->tp;
+
+	tp_retire(tp, pool->verifiers,
+		  sizeof(*pool->verifiers) *
+		      (pool->conf->nclients ? pool->conf->nclients : 1));
+	pool->verifiers = verifiers;
+	SSL_CTX_free(pool->server_ctx); /* live TLS sessions hold a ref */
+	pool->server_ctx = server_ctx;
+	pool->conf = pc;
+	pool->identity = conf_pool_identity(conf, pc);
+	if (!server_changed)
+		return;
+	pool->generation++;
+	free(pool->welcome); /* the new server may say other things */
+	pool->welcome = NULL;
+	pool->welcome_len = 0;
+	pool->last_fail[0] = 0;
+	pool->reached = false; /* readiness: reach the new server first */
+	pool->warmup_backoff_ms = 0;
+	tp_pool_close_idle(pool, "server settings changed (reload)");
+}
+
+bool tp_pool_drained(tp_pool_t *pool)
+{
+	if (pool->nclients > 0)
+		return false;
+	tp_pool_close_idle(pool, "pool removed (reload)");
+	return nservers(pool) == 0 && pool->count[TP_S_CANCEL] == 0 &&
+	       !pool->prefetch;
 }

@@ -165,6 +165,7 @@ typedef struct tp_upstream {
 	auth_wait_t *token_wait;
 	tp_probe_cb probe; /* a doctor's link, not a pooled one */
 	void *probe_arg;
+	uint32_t generation; /* the pool's server settings it logged in with */
 } tp_upstream_t;
 
 #define TP_FAIL_MAX 768
@@ -207,6 +208,7 @@ struct tp_conn {
 	uint8_t client_key[8]; /* clients: synthetic cancel key */
 	tp_upstream_t *up;     /* servers only: what a login needs */
 	uint64_t created_ms, last_used_ms;
+	uint64_t bytes_in, bytes_out; /* on the wire, for the close line */
 	int fail_err;
 	char *fail_msg; /* why it failed or closes; NULL when nothing failed */
 	/* clients: the peer's address, formatted only when a line is logged */
@@ -246,6 +248,33 @@ void tp_conn_tls_ready(tp_conn_t *c);
 /* Server side: start the protocol login once TCP is up. */
 void tp_server_begin_login(tp_conn_t *s);
 
+/* ---- statistics (metrics, /v1/pools) ---- */
+
+/* Upper bounds in seconds; one more bucket (+Inf) is implied. */
+#define TP_HIST_BOUNDS                                                      \
+	{                                                                   \
+		0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, \
+		    10, 30                                                  \
+	}
+#define TP_HIST_N 13
+
+typedef struct tp_hist {
+	uint64_t bucket[TP_HIST_N + 1]; /* not cumulative; last is +Inf */
+	uint64_t count;
+	double sum;
+} tp_hist_t;
+
+void tp_hist_observe(tp_hist_t *h, double seconds);
+
+typedef struct tp_pool_stats {
+	uint64_t client_conns; /* clients routed here */
+	uint64_t logins_ok, logins_failed;
+	uint64_t transactions, queries;
+	uint64_t client_in, client_out, server_in, server_out; /* bytes */
+	tp_hist_t wait;	   /* client wait for a server */
+	tp_hist_t connect; /* server connect + TLS + login */
+} tp_pool_stats_t;
+
 /* ---- pools ---- */
 struct tp_pool {
 	tp_t *tp;
@@ -263,7 +292,16 @@ struct tp_pool {
 	int nclients; /* every client routed here, logins included */
 	int last_fail_err;
 	char last_fail[768];
-	uint64_t stat_logins_ok, stat_logins_failed;
+	tp_pool_stats_t st;
+	/* Bumped when a reload changes the server settings: servers of an
+	 * older generation close as they come free. */
+	uint32_t generation;
+	bool paused;  /* admin pause: clients queue, no server is linked */
+	bool removed; /* gone from the config: drains, then is freed */
+	bool reached; /* a login with the current settings has worked */
+	uint64_t warmup_due_ms; /* next attempt to reach the server */
+	uint64_t warmup_backoff_ms;
+	auth_wait_t *prefetch; /* the first token, asked for at start */
 };
 
 int tp_pool_init(tp_pool_t *pool, tp_t *tp, const conf_t *conf,
@@ -283,6 +321,30 @@ void tp_pool_client_gone(tp_pool_t *pool, tp_conn_t *client);
 void tp_pool_server_gone(tp_pool_t *pool, tp_conn_t *server);
 /* Periodic: idle_timeout, lifetime, min_idle. */
 void tp_pool_janitor(tp_pool_t *pool);
+/* Asks for the pool's token ahead of the first client (logs the outcome). */
+void tp_pool_prefetch(tp_pool_t *pool);
+/* Opens one server connection so the pool proves it can reach its server
+ * before a client asks (readiness); retried with backoff until it works. */
+void tp_pool_warmup(tp_pool_t *pool);
+/* Who the pool logs in as, for logs and metrics: the client id (or
+ * other selector) of its identity, the source, or "password". */
+const char *tp_pool_identity_label(tp_pool_t *pool);
+/* Whether the pool has a valid token (token auth) and has reached its
+ * server; otherwise writes why to reason. */
+bool tp_pool_ready(tp_pool_t *pool, char *reason, size_t len);
+/* Admin pause / resume: a paused pool links no client to a server; its
+ * clients queue (bounded by wait_timeout) until it resumes. */
+void tp_pool_pause(tp_pool_t *pool);
+void tp_pool_resume(tp_pool_t *pool);
+/* Reload: the pool now has new settings; servers of the old ones close as
+ * they come free when server_changed. */
+void tp_pool_reconfigure(tp_pool_t *pool, const conf_t *conf,
+			 const conf_pool_t *pc, auth_verifier_t *verifiers,
+			 SSL_CTX *server_ctx, bool server_changed);
+/* Whether a removed pool has nothing left and can be freed. */
+bool tp_pool_drained(tp_pool_t *pool);
+/* Closes every idle server (shutdown, reload of changed settings). */
+void tp_pool_close_idle(tp_pool_t *pool, const char *why);
 /* Opens one server link that reports each step to cb and runs the
  * protocol's trivial query instead of serving clients (doctor). */
 int tp_pool_probe(tp_pool_t *pool, tp_probe_cb cb, void *arg) TP_MUST_CHECK;
@@ -301,15 +363,50 @@ struct tp_listener {
 	bool closing;
 };
 
+/* ---- the HTTP endpoint (http.c): probes, metrics, admin ---- */
+typedef struct tp_http tp_http_t;
+int tp_http_start(tp_t *tp, const char *listen, char *err,
+		  size_t errlen) TP_MUST_CHECK;
+/* Closes the listener and every open request. */
+void tp_http_stop(tp_t *tp);
+/* Prometheus text of every family (metrics.c); malloc'ed, NULL on OOM. */
+char *tp_metrics_render(tp_t *tp, size_t *len);
+/* JSON for /v1/pools and /v1/tokens; malloc'ed. */
+char *tp_pools_json(tp_t *tp);
+char *tp_tokens_json(tp_t *tp);
+/* Whether /readyz says 200; otherwise a JSON array of reasons in *why
+ * (malloc'ed). */
+bool tp_ready(tp_t *tp, char **why);
+/* Counts a client-visible error by kind (TP_E*). */
+void tp_count_error(tp_t *tp, int err);
+
+/* Reload reads the config again from where the first one came from. */
+typedef int (*tp_conf_loader)(void *arg, conf_t **out, char *err,
+			      size_t errlen);
+
 /* ---- the context ---- */
 struct tp_t {
 	uv_loop_t *loop;
 	conf_t *conf;
+	conf_t *conf_initial; /* the caller's; freed by the caller */
+	/* Earlier snapshots (and verifier arrays) stay until exit: logins in
+	 * flight and draining pools still point into them. */
+	struct tp_retired {
+		void *p;
+		size_t cleanse; /* bytes to wipe first (0: a conf_t) */
+	} * retired;
+	size_t nretired;
+	tp_conf_loader loader;
+	void *loader_arg;
 	auth_tokens_t *tokens;
-	tp_pool_t *pools;
+	tp_pool_t **pools; /* each allocated alone: reload adds and frees */
 	size_t npools;
-	tp_listener_t *listeners;
+	tp_listener_t **listeners;
 	size_t nlisteners;
+	tp_http_t *http;
+	uint64_t errors[TP_ERR_LAST_ - TP_ERR_FIRST_];
+	uint64_t reloads_ok, reloads_failed;
+	uv_signal_t sighup;
 	tp_list_t logins;  /* clients before routing */
 	tp_list_t cancels; /* links sending a cancel upstream */
 	uv_signal_t sigterm, sigint;
@@ -332,6 +429,21 @@ int tp_init(tp_t *tp, uv_loop_t *loop, conf_t *conf, bool serve, char *err,
 	    size_t errlen) TP_MUST_CHECK;
 int tp_run(tp_t *tp);
 void tp_stop(tp_t *tp, int exit_code);
+/* Reloads the config (SIGHUP, POST /v1/reload). On failure the running
+ * config is untouched, err says why, and the error is logged. */
+int tp_reload(tp_t *tp, char *err, size_t errlen);
+/* Keeps p until exit (reload): a conf_t when cleanse is 0, else a block
+ * whose first cleanse bytes are wiped before it is freed. */
+void tp_retire(tp_t *tp, void *p, size_t cleanse);
+/* Finds a live (not removed) pool by name. */
+tp_pool_t *tp_pool_find(tp_t *tp, const char *name);
+/* Binds a listener for pc's address, or returns the existing one. */
+tp_listener_t *tp_listener_for(tp_t *tp, const conf_pool_t *pc,
+			       const tp_protocol_t *proto, char *err,
+			       size_t errlen);
+void tp_listener_close(tp_listener_t *l);
+/* Routing lists rebuilt from the live pools; empty listeners close. */
+int tp_listeners_rebuild(tp_t *tp);
 uint64_t tp_now_ms(tp_t *tp);
 /* `tokenpool doctor`: checks every pool step by step, prints one PASS or
  * FAIL line per step; returns the exit code (0 all pass, 1 otherwise). */

@@ -349,9 +349,10 @@ def test_wrong_password_unknown_user_and_unknown_database(rig, tokenpool, pg_con
 # ---------------------------------------------------------------- identity and TLS upstream
 
 def test_token_login_over_tls_as_system_identity(rig, tokenpool, pg_config):
-    tp = tokenpool(pg_config())
+    # tokenpool logs in once at start (readiness), before any client asks.
     before = len(pam_entries(rig))
     log_at = pg_log_size(rig)
+    tp = tokenpool(pg_config())
     conn = psycopg2.connect(tp.pg_dsn())
     try:
         user, ssl_on = query(conn, "SELECT current_user, (SELECT ssl FROM pg_stat_ssl "
@@ -374,8 +375,8 @@ def test_token_login_over_tls_as_system_identity(rig, tokenpool, pg_config):
 def test_long_token_logs_in_through_tokenpool(rig, tokenpool, pg_config):
     # Tokens of identities in many groups grow past 6 KB; poolers have broken on that.
     rig.idp_config(groups=120)
-    tp = tokenpool(pg_config())
     before = len(pam_entries(rig))
+    tp = tokenpool(pg_config())
     conn = psycopg2.connect(tp.pg_dsn())
     try:
         assert query(conn, "SELECT current_user") == [(db_user(rig),)]

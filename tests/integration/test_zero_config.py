@@ -22,7 +22,9 @@ The rig's IMDS is reached through TOKENPOOL_IMDS_ENDPOINT. Runtime: ~10 s.
 import json
 import socket
 import subprocess
+import urllib.error
 import urllib.parse
+import urllib.request
 
 import psycopg2
 import pytest
@@ -40,7 +42,9 @@ def sc_env(rig, port, **extra):
     test-only pointers: the rig's IMDS and a free listen port."""
     env = {"TOKENPOOL_CLIENT_USER": CLIENT_USER,
            "TOKENPOOL_CLIENT_PASSWORD": CLIENT_PASSWORD,
-           "TOKENPOOL_IMDS_ENDPOINT": rig.imds_endpoint}
+           "TOKENPOOL_IMDS_ENDPOINT": rig.imds_endpoint,
+           # not the default 9090: two of these may run at once
+           "TOKENPOOL_HTTP_LISTEN": f"127.0.0.1:{_free_port()}"}
     if port is not None:
         env["TOKENPOOL_POSTGRESQL_LISTEN"] = f"127.0.0.1:{port}"
     env.update(extra)
@@ -262,3 +266,40 @@ def test_mysql_and_sql_pools_from_the_environment(tokenpool_bin, rig, tmp_path):
         return
     assert p.returncode == 2, p.stdout + p.stderr
     assert "is not supported yet" in p.stdout + p.stderr
+
+
+def test_sidecar_settings_from_the_environment(rig, tokenpool):
+    """A sidecar sets the HTTP endpoint, admin token and pool limits by
+    variables: probes answer there, and the pool has the limits."""
+    port, http_port = _free_port(), _free_port()
+    string, _ = forms(rig)["libpq"]
+    env = sc_env(rig, port, **{PG_VAR: string,
+                               "TOKENPOOL_HTTP_LISTEN": f"127.0.0.1:{http_port}",
+                               "TOKENPOOL_ADMIN_TOKEN": "adm-" + "x" * 20,
+                               "TOKENPOOL_POOL_MODE": "transaction",
+                               "TOKENPOOL_POOL_SIZE": "3",
+                               "TOKENPOOL_MAX_CLIENTS": "40"})
+    tp = start(tokenpool, env, port)
+    assert whoami(port)[0] == rig.identity("system")["db_user"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v1/pools", timeout=5) as r:
+        pool = json.loads(r.read())["pools"][0]
+    assert (pool["mode"], pool["size"], pool["max_clients"]) == ("transaction", 3, 40), pool
+    req = urllib.request.Request(f"http://127.0.0.1:{http_port}/v1/reload", data=b"", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        urllib.request.urlopen(req, timeout=5)
+    assert denied.value.code == 401
+    req.add_header("Authorization", "Bearer adm-" + "x" * 20)
+    with urllib.request.urlopen(req, timeout=5) as r:
+        assert json.loads(r.read())["ok"] is True
+    assert "adm-xxxx" not in tp.output()
+
+
+@pytest.mark.parametrize("var,value", [("TOKENPOOL_POOL_SIZE", "lots"),
+                                       ("TOKENPOOL_POOL_MODE", "statement"),
+                                       ("TOKENPOOL_MAX_CLIENTS", "0")])
+def test_bad_sidecar_setting_names_the_variable(tokenpool_bin, rig, tmp_path, var, value):
+    string, _ = forms(rig)["libpq"]
+    env = sc_env(rig, None, **{PG_VAR: string, var: value})
+    p = run_bin(tokenpool_bin, "check", env=env, cwd=str(tmp_path), timeout=10)
+    assert p.returncode == 2
+    assert one_line(p).startswith(f"tokenpool: {var}: expected"), p.stderr
