@@ -425,6 +425,29 @@ void tp_pool_prefetch(tp_pool_t *pool)
 		       pool->conf->name);
 }
 
+/* A start that failed half way: close what was opened (listeners, the
+ * token cache), let the loop finish the closes, free the pools. The
+ * caller owns conf and tp. */
+static int init_failed(tp_t *tp, int rc)
+{
+	while (tp->nlisteners)
+		tp_listener_close(tp->listeners[0]);
+	if (tp->tokens)
+		auth_tokens_close(tp->tokens);
+	tp->tokens = NULL;
+	uv_run(tp->loop, UV_RUN_DEFAULT);
+	for (size_t i = 0; i < tp->npools; i++) {
+		tp_pool_destroy(tp->pools[i]);
+		free(tp->pools[i]);
+	}
+	free(tp->pools);
+	free(tp->listeners);
+	tp->pools = NULL;
+	tp->listeners = NULL;
+	tp->npools = 0;
+	return rc;
+}
+
 int tp_init(tp_t *tp, uv_loop_t *loop, conf_t *conf, bool serve, char *err,
 	    size_t errlen)
 {
@@ -439,25 +462,27 @@ int tp_init(tp_t *tp, uv_loop_t *loop, conf_t *conf, bool serve, char *err,
 	tp->tokens = auth_tokens_new(loop);
 	tp->pools = calloc(conf->npools ? conf->npools : 1, sizeof(*tp->pools));
 	if (!tp->tokens || !tp->pools)
-		return TP_ENOMEM;
+		return init_failed(tp, TP_ENOMEM);
 	auth_tokens_set_logger(tp->tokens, on_auth_log, tp);
 	for (size_t i = 0; i < conf->npools; i++) {
 		tp_pool_t *pool = calloc(1, sizeof(*pool));
 
 		if (!pool)
-			return TP_ENOMEM;
+			return init_failed(tp, TP_ENOMEM);
 		rc = tp_pool_init(pool, tp, conf, &conf->pools[i], err, errlen);
 		if (rc) {
 			tp_pool_destroy(pool);
 			free(pool);
-			return rc;
+			return init_failed(tp, rc);
 		}
 		tp->pools[tp->npools++] = pool;
 	}
 	/* doctor (serve false) must not take the ports of a running proxy */
 	rc = serve ? build_listeners(tp, err, errlen) : 0;
+	if (rc == 0 && serve && conf->http_listen)
+		rc = tp_http_start(tp, conf->http_listen, err, errlen);
 	if (rc)
-		return rc;
+		return init_failed(tp, rc);
 	uv_timer_init(loop, &tp->janitor);
 	tp->janitor.data = tp;
 	uv_timer_start(&tp->janitor, on_janitor, TP_JANITOR_MS, TP_JANITOR_MS);
@@ -476,11 +501,6 @@ int tp_init(tp_t *tp, uv_loop_t *loop, conf_t *conf, bool serve, char *err,
 	if (!serve)
 		return 0;
 	uv_signal_start(&tp->sighup, on_sighup, SIGHUP);
-	if (conf->http_listen) {
-		rc = tp_http_start(tp, conf->http_listen, err, errlen);
-		if (rc)
-			return rc;
-	}
 	for (size_t i = 0; i < tp->npools; i++) {
 		tp_pool_prefetch(tp->pools[i]);
 		tp_pool_warmup(tp->pools[i]);

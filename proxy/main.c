@@ -113,6 +113,9 @@ static int cmd_run(const char *path)
 	if (rc) {
 		tp_log(TP_LOG_ERROR, NULL, "cannot start: %s",
 		       err[0] ? err : tp_strerror(rc));
+		uv_loop_close(uv_default_loop());
+		free(tp);
+		conf_free(conf);
 		return rc == TP_ECONFIG ? 2 : 1;
 	}
 	tp->loader = reload_loader;
@@ -150,6 +153,9 @@ static int cmd_check(const char *path)
 
 	if (!conf)
 		return 2;
+	/* The warnings `run` would log, on stderr so stdout stays JSON. */
+	for (size_t i = 0; i < conf->nwarnings; i++)
+		fprintf(stderr, "tokenpool: warning: %s\n", conf->warnings[i]);
 	json = conf_to_json(conf);
 	if (!json) {
 		conf_free(conf);
