@@ -26,11 +26,16 @@ pids+=($!)
 for _ in $(seq 100); do [ -f "$run/rig/rig.json" ] && break; sleep 0.1; done
 [ -f "$run/rig/rig.json" ] || { cat "$run/rig.log"; exit 1; }
 
-port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-/usr/bin/python3 - "$run/rig/rig.json" "$port" >"$run/tokenpool.json" <<'PY'
+free_port() {
+	/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+port=$(free_port)
+http_port=$(free_port)
+/usr/bin/python3 - "$run/rig/rig.json" "$port" "$http_port" >"$run/tokenpool.json" <<'PY'
 import json, sys
 rig = json.load(open(sys.argv[1]))
 print(json.dumps({
+    "http": {"listen": "127.0.0.1:" + sys.argv[3]},
     "identity": {"source": "imds", "imds_endpoint": rig["imds_endpoint"]},
     "pools": [{
         "name": rig["pg_database"],
@@ -61,5 +66,14 @@ echo "\$ psql \"host=127.0.0.1 port=$port dbname=orders user=app\" -c ..."
 PGPASSWORD=demo-password psql "host=127.0.0.1 port=$port dbname=orders user=app sslmode=disable" \
 	-c "SELECT current_user AS logged_in_upstream_as, ssl AS upstream_tls, version
 	      FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+get() { /usr/bin/python3 -c 'import sys, urllib.request as u
+try: r = u.urlopen(sys.argv[1], timeout=5); print(r.status, r.read().decode().strip())
+except Exception as e: print(getattr(e, "code", ""), e.read().decode() if hasattr(e, "read") else e)' "$1"; }
+echo "\$ curl http://127.0.0.1:$http_port/readyz"
+get "http://127.0.0.1:$http_port/readyz" | sed 's/^/  /'
+echo "\$ curl http://127.0.0.1:$http_port/metrics | grep ..."
+get "http://127.0.0.1:$http_port/metrics" |
+	grep -E '^(tokenpool_servers|tokenpool_transactions_total|tokenpool_token_expiry_seconds|tokenpool_server_logins_total)' |
+	sed 's/^/  /'
 echo "tokenpool log:"
 sed 's/^/  /' "$run/tokenpool.log"

@@ -383,6 +383,7 @@ SELECT pg_reload_conf();
         port = free_port()
         cfg = {
             "log": {"level": "warn", "format": "text"},
+            "http": {"listen": f"127.0.0.1:{free_port()}"},
             "identity": {"source": "imds", "imds_endpoint": self.rig.imds_endpoint},
             "pools": [{
                 "name": self.db, "protocol": "postgres", "listen": f"127.0.0.1:{port}",
