@@ -28,6 +28,8 @@ typedef enum {
 	TP_STEP_TLS,	  /* flush output, then run a TLS handshake */
 	TP_STEP_DONE,	  /* login finished */
 	TP_STEP_CLOSE,	  /* flush output, then close (error sent, cancel) */
+	TP_STEP_REDIRECT, /* server: tp_conn_redirect() named where to go;
+			     reconnect there and call server_start again */
 } tp_step_t;
 
 /* What to do with one forwarded message (flags may be or'ed). */
@@ -40,6 +42,9 @@ enum {
 	TP_MSG_BROKEN = 1 << 4,	 /* server: unusable after this message */
 	TP_MSG_REQUEST = 1 << 5, /* client: expects exactly one READY */
 	TP_MSG_READY = 1 << 6,	 /* server: one request fully answered */
+	TP_MSG_CANCEL = 1 << 7,	 /* client: cancels what its server runs;
+				    without a server the engine drops it and
+				    calls client_cancel() */
 };
 
 /* Everything a client login needs to know about its route. */
@@ -131,6 +136,10 @@ typedef struct tp_protocol {
 	/* ---- errors ---- */
 	/* Write a protocol-native error for err (a TP_E* code) with msg. */
 	void (*client_error)(tp_conn_t *c, int err, const char *msg);
+	/* A TP_MSG_CANCEL message arrived while the client holds no server:
+	 * write the answer a server would give (TDS: DONE with ATTN). May be
+	 * NULL when the protocol never returns TP_MSG_CANCEL. */
+	void (*client_cancel)(tp_conn_t *c);
 } tp_protocol_t;
 
 const tp_protocol_t *tp_protocol_get(conf_protocol_t id);
@@ -163,6 +172,30 @@ void tp_conn_fail(tp_conn_t *c, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Whether client TLS is on offer on this client's listener. */
 bool tp_conn_tls_offered(tp_conn_t *c);
+/*
+ * TLS carried inside the protocol's own packets during the handshake (TDS
+ * wraps it in PRELOGIN packets). start_wrapped creates the TLS stream (a
+ * server on a client connection with the listener's certificate; a client
+ * on a server connection with the pool's verification, checking
+ * server_name, NULL meaning server.tls.server_name or server.host), capped
+ * at TLS 1.2, and from then on the engine passes socket bytes raw to
+ * client_read/server_read and writes tp_conn_out() bytes raw. The protocol
+ * unwraps handshake records and hands them to tls_feed (len 0 makes a TLS
+ * client write its ClientHello): 0 while the handshake goes on, 1 when it
+ * is done, TP_ETLS (reason recorded) or TP_ENOMEM. tls_take gives the
+ * handshake bytes to wrap and send. Once done and the last flight is queued
+ * with tp_conn_out(), tls_unwrap asks the engine, after the current
+ * read call returns, to send what is queued raw, switch the stream to plain
+ * TLS records (what follows in the input is ciphertext), and carry on as
+ * after TP_STEP_TLS (server_tls_done() on the server side).
+ */
+int tp_conn_tls_start_wrapped(tp_conn_t *c, const char *server_name);
+int tp_conn_tls_feed(tp_conn_t *c, const void *buf, size_t len);
+size_t tp_conn_tls_take(tp_conn_t *c, void *buf, size_t cap);
+void tp_conn_tls_unwrap(tp_conn_t *c);
+/* Server side: where TP_STEP_REDIRECT goes (host is copied). At most 3
+ * redirects per login; the TLS name for the new host is that host. */
+int tp_conn_redirect(tp_conn_t *s, const char *host, uint16_t port);
 /* Log at debug level, with the connection's prefix. */
 void tp_conn_debug(tp_conn_t *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -328,6 +328,8 @@ void tp_conn_handle_closed(uv_handle_t *h)
 	}
 	if (c->up && c->up->addrs)
 		uv_freeaddrinfo(c->up->addrs);
+	if (c->up)
+		free(c->up->redirect_host);
 	free(c->up);
 	free(c->fail_msg);
 	free(c);
@@ -431,7 +433,7 @@ static void on_written(uv_write_t *req, int status)
 	c->write_queued -= w->buf.len;
 	block_put(c->tp, w->buf.data, w->buf.cap);
 	free(w);
-	if (c->closing)
+	if (c->closing || (status == UV_ECANCELED && c->reconnecting))
 		return;
 	if (status < 0) {
 		tp_conn_close(c, uv_strerror(status));
@@ -500,7 +502,7 @@ void tp_conn_flush(tp_conn_t *c)
 {
 	if (c->closing)
 		return;
-	if (c->tls) {
+	if (c->tls && !c->tls_wrapped) {
 		if (c->out.len && c->tls->done) {
 			if (tp_tls_write(c->tls, c->out.data, c->out.len)) {
 				tp_conn_close(c, "TLS write failed");
@@ -522,7 +524,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
 	tp_conn_t *c = h->data;
 
-	if (c->tls) {
+	if (c->tls && !c->tls_wrapped) {
 		/* Ciphertext lands in the shared scratch buffer and is fed
 		 * to OpenSSL before the next read can happen. */
 		*buf =
@@ -538,8 +540,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 			   (unsigned)(c->in.cap - c->in.len));
 }
 
-/* Decrypts what arrived into c->in. Returns false if c was closed. */
-static bool tls_input(tp_conn_t *c, const uint8_t *data, size_t n)
+bool tp_conn_tls_input(tp_conn_t *c, const uint8_t *data, size_t n)
 {
 	char err[256];
 	int rc;
@@ -620,8 +621,9 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 		else
 			c->pool->st.server_in += (uint64_t)n;
 	}
-	if (c->tls) {
-		if (!tls_input(c, (const uint8_t *)buf->base, (size_t)n))
+	if (c->tls && !c->tls_wrapped) {
+		if (!tp_conn_tls_input(c, (const uint8_t *)buf->base,
+				       (size_t)n))
 			return;
 	} else {
 		c->in.len += (size_t)n;
@@ -648,4 +650,112 @@ void tp_conn_stop_read(tp_conn_t *c)
 		return;
 	uv_read_stop((uv_stream_t *)&c->tcp);
 	c->reading = false;
+}
+
+/* ---- TLS inside protocol packets (TDS PRELOGIN) ---- */
+
+int tp_conn_tls_start_wrapped(tp_conn_t *c, const char *server_name)
+{
+	SSL_CTX *ctx;
+	const char *name = server_name;
+
+	if (c->tls)
+		return TP_EINVAL;
+	if (c->side == TP_SIDE_CLIENT) {
+		ctx = c->listener ? c->listener->client_ctx : NULL;
+	} else {
+		const conf_server_t *srv = &c->pool->conf->server;
+
+		ctx = c->pool->server_ctx;
+		if (!name)
+			name = c->up->redirect_host   ? c->up->redirect_host
+			       : srv->tls.server_name ? srv->tls.server_name
+						      : srv->host;
+	}
+	if (!ctx)
+		return TP_ETLS;
+	c->tls = tp_tls_new(ctx, c->side == TP_SIDE_SERVER, name);
+	if (!c->tls)
+		return TP_ENOMEM;
+	/* TLS inside PRELOGIN is a TLS 1.2 affair for every client seen. */
+	SSL_set_max_proto_version(c->tls->ssl, TLS1_2_VERSION);
+	c->tls_wrapped = true;
+	return 0;
+}
+
+int tp_conn_tls_feed(tp_conn_t *c, const void *buf, size_t len)
+{
+	char err[256];
+	int rc;
+
+	if (!c->tls || !c->tls_wrapped)
+		return TP_EINVAL;
+	if (len && tp_tls_feed(c->tls, buf, len))
+		return TP_ENOMEM;
+	if (c->tls->done)
+		return 1;
+	rc = tp_tls_handshake(c->tls, err, sizeof(err));
+	if (rc == TP_EAGAIN)
+		return 0;
+	if (rc) {
+		tp_conn_fail(c, TP_ETLS, "TLS handshake with %s failed: %s",
+			     c->side == TP_SIDE_SERVER ? "server" : "client",
+			     err);
+		return TP_ETLS;
+	}
+	return 1;
+}
+
+size_t tp_conn_tls_take(tp_conn_t *c, void *buf, size_t cap)
+{
+	return c->tls ? tp_tls_take(c->tls, buf, cap) : 0;
+}
+
+void tp_conn_tls_unwrap(tp_conn_t *c)
+{
+	if (c->tls && c->tls_wrapped)
+		c->tls_unwrap = true;
+}
+
+bool tp_conn_tls_finish_unwrap(tp_conn_t *c)
+{
+	size_t n = c->in.len;
+	uint8_t *rest = NULL;
+	bool ok = true;
+
+	c->tls_unwrap = false;
+	tp_conn_flush(c); /* the last wrapped flight, raw */
+	if (c->closing)
+		return false;
+	c->tls_wrapped = false;
+	/* What followed the last wrapped packet is already TLS records. */
+	if (n) {
+		rest = malloc(n);
+		if (!rest) {
+			tp_conn_close(c, "out of memory");
+			return false;
+		}
+		memcpy(rest, c->in.data, n);
+		c->in.len = 0;
+	}
+	tp_conn_tls_ready(c);
+	if (!c->closing && n)
+		ok = tp_conn_tls_input(c, rest, n);
+	free(rest);
+	return ok && !c->closing;
+}
+
+int tp_conn_redirect(tp_conn_t *s, const char *host, uint16_t port)
+{
+	char *copy;
+
+	if (!s->up || !host || !*host || port == 0)
+		return TP_EINVAL;
+	copy = strdup(host);
+	if (!copy)
+		return TP_ENOMEM;
+	free(s->up->redirect_host);
+	s->up->redirect_host = copy;
+	s->up->redirect_port = port;
+	return 0;
 }

@@ -94,6 +94,9 @@ static void client_step(tp_conn_t *c, tp_step_t step)
 	case TP_STEP_CLOSE:
 		close_after_flush(c);
 		break;
+	case TP_STEP_REDIRECT: /* a server-side step only */
+		tp_conn_close(c, "protocol error: redirect on a client");
+		break;
 	}
 }
 
@@ -102,10 +105,20 @@ static void process_client_login(tp_conn_t *c)
 	size_t used = 0;
 	tp_step_t step;
 
-	if (c->tls && !c->tls->done)
+	if (c->tls && !c->tls->done && !c->tls_wrapped)
 		return;
 	step = c->proto->client_read(c, c->in.data, c->in.len, &used);
 	consume(c, used);
+	if (c->tls_unwrap && !c->closing) {
+		/* The protocol's wrapped handshake is over; what follows in
+		 * c->in, once decrypted, is more login. */
+		if (!tp_conn_tls_finish_unwrap(c))
+			return;
+		client_step(c, step);
+		if (!c->closing && c->in.len && c->state == TP_C_LOGIN)
+			process_client_login(c);
+		return;
+	}
 	client_step(c, step);
 }
 
@@ -114,8 +127,10 @@ static void process_client_login(tp_conn_t *c)
 static void server_start_tls(tp_conn_t *s)
 {
 	const conf_server_t *srv = &s->pool->conf->server;
-	const char *name =
-	    srv->tls.server_name ? srv->tls.server_name : srv->host;
+	/* A redirect names the host the certificate must match. */
+	const char *name = s->up->redirect_host	  ? s->up->redirect_host
+			   : srv->tls.server_name ? srv->tls.server_name
+						  : srv->host;
 	char err[256];
 	int rc;
 
@@ -157,6 +172,9 @@ static void server_step(tp_conn_t *s, tp_step_t step)
 		}
 		tp_pool_server_ready(s->pool, s);
 		break;
+	case TP_STEP_REDIRECT:
+		tp_pool_redirect(s);
+		break;
 	case TP_STEP_CLOSE:
 		if (s->state == TP_S_CANCEL) {
 			close_after_flush(s);
@@ -197,11 +215,21 @@ static void process_server_login(tp_conn_t *s)
 	size_t used = 0;
 	tp_step_t step;
 
-	if (s->tls && !s->tls->done)
+	if (s->tls && !s->tls->done && !s->tls_wrapped)
 		return;
 	step = s->proto->server_read(s, &s->up->login, s->in.data, s->in.len,
 				     &used);
 	consume(s, used);
+	if (s->tls_unwrap && !s->closing) {
+		/* Switches to TLS records and calls server_tls_done(). */
+		if (!tp_conn_tls_finish_unwrap(s))
+			return;
+		server_step(s, step);
+		if (!s->closing && s->in.len &&
+		    (s->state == TP_S_CONNECTING || s->state == TP_S_CANCEL))
+			process_server_login(s);
+		return;
+	}
 	server_step(s, step);
 }
 
@@ -318,6 +346,22 @@ static bool client_says_goodbye(tp_conn_t *c)
 	return true;
 }
 
+/* A cancel from a client that holds no server cancels nothing: answered
+ * here (as a server would) instead of taking a server for it. */
+static bool client_cancels_nothing(tp_conn_t *c)
+{
+	size_t n;
+
+	if (!c->proto->client_cancel ||
+	    c->proto->frame(c->in.data, c->in.len, &n) != 0 || n > c->in.len ||
+	    !(c->proto->client_msg(c, c->in.data, n, n) & TP_MSG_CANCEL))
+		return false;
+	consume(c, n);
+	c->proto->client_cancel(c);
+	tp_conn_flush(c);
+	return true;
+}
+
 void tp_conn_process(tp_conn_t *c)
 {
 	if (c->closing || c->close_after_flush)
@@ -327,7 +371,9 @@ void tp_conn_process(tp_conn_t *c)
 		process_client_login(c);
 		break;
 	case TP_C_IDLE:
-		if (c->in.len && !client_says_goodbye(c))
+		while (c->in.len && !c->closing && client_cancels_nothing(c))
+			;
+		if (c->in.len && !c->closing && !client_says_goodbye(c))
 			tp_pool_acquire(c->pool, c);
 		break;
 	case TP_C_WAITING:

@@ -126,8 +126,8 @@ static void on_connected(uv_connect_t *req, int status)
 		return;
 	if (status < 0) {
 		tp_conn_fail(s, TP_ECONNECT, "cannot connect to %s:%d: %s",
-			     s->pool->conf->server.host,
-			     s->pool->conf->server.port, uv_strerror(status));
+			     tp_server_host(s), tp_server_port(s),
+			     uv_strerror(status));
 		if (s->up->addr_next) {
 			/* Try the next address on a fresh socket. */
 			s->reconnecting = true;
@@ -154,7 +154,7 @@ static void try_connect(tp_conn_t *s)
 			    on_connected);
 	if (rc < 0) {
 		tp_conn_fail(s, TP_ECONNECT, "cannot connect to %s: %s",
-			     s->pool->conf->server.host, uv_strerror(rc));
+			     tp_server_host(s), uv_strerror(rc));
 		tp_conn_close(s, tp_conn_reason(s, "failed"));
 	}
 }
@@ -170,7 +170,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 	}
 	if (status < 0 || !res) {
 		tp_conn_fail(s, TP_ECONNECT, "cannot resolve %s: %s",
-			     s->pool->conf->server.host, uv_strerror(status));
+			     tp_server_host(s), uv_strerror(status));
 		tp_conn_close(s, tp_conn_reason(s, "failed"));
 		return;
 	}
@@ -178,23 +178,82 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 	try_connect(s);
 }
 
+const char *tp_server_host(tp_conn_t *s)
+{
+	return s->up->redirect_host ? s->up->redirect_host
+				    : s->pool->conf->server.host;
+}
+
+int tp_server_port(tp_conn_t *s)
+{
+	return s->up->redirect_host ? s->up->redirect_port
+				    : s->pool->conf->server.port;
+}
+
 static void resolve(tp_conn_t *s)
 {
-	const conf_server_t *srv = &s->pool->conf->server;
 	struct addrinfo hints = {.ai_family = AF_UNSPEC,
 				 .ai_socktype = SOCK_STREAM};
 	char port[16];
 	int rc;
 
-	snprintf(port, sizeof(port), "%d", srv->port);
+	snprintf(port, sizeof(port), "%d", tp_server_port(s));
 	s->up->gai.data = s;
-	rc = uv_getaddrinfo(s->tp->loop, &s->up->gai, on_resolved, srv->host,
-			    port, &hints);
+	rc = uv_getaddrinfo(s->tp->loop, &s->up->gai, on_resolved,
+			    tp_server_host(s), port, &hints);
 	if (rc < 0) {
-		tp_conn_fail(s, TP_ECONNECT, "cannot resolve %s: %s", srv->host,
-			     uv_strerror(rc));
+		tp_conn_fail(s, TP_ECONNECT, "cannot resolve %s: %s",
+			     tp_server_host(s), uv_strerror(rc));
 		tp_conn_close(s, tp_conn_reason(s, "failed"));
 	}
+}
+
+/* ---- redirects (Azure SQL's gateway routes a login elsewhere) ---- */
+
+static void on_redirect_closed(uv_handle_t *h)
+{
+	tp_conn_t *s = h->data;
+
+	s->reconnecting = false;
+	if (s->closing) {
+		tp_conn_handle_closed(h); /* closed meanwhile: finish that */
+		return;
+	}
+	uv_tcp_init(s->tp->loop, &s->tcp);
+	s->tcp.data = s;
+	resolve(s);
+}
+
+void tp_pool_redirect(tp_conn_t *s)
+{
+	if (!s->up->redirect_host || ++s->up->redirects > 3) {
+		tp_conn_fail(s, TP_ESERVER_LOGIN,
+			     s->up->redirect_host
+				 ? "too many redirects (last to %s:%d)"
+				 : "redirect without a target%s",
+			     s->up->redirect_host ? s->up->redirect_host : "",
+			     s->up->redirect_port);
+		tp_conn_close(s, tp_conn_reason(s, "failed"));
+		return;
+	}
+	tp_log(TP_LOG_DEBUG, s, "server redirects the login to %s:%d",
+	       s->up->redirect_host, s->up->redirect_port);
+	/* A new connection from scratch: socket, TLS, bytes; the protocol
+	 * state stays (it knows it was redirected). The login deadline runs
+	 * on. */
+	tp_conn_stop_read(s);
+	tp_tls_free(s->tls);
+	s->tls = NULL;
+	s->tls_wrapped = s->tls_unwrap = false;
+	s->tls_eof = 0;
+	s->in.len = 0;
+	s->out.len = 0;
+	s->fwd_left = 0;
+	if (s->up->addrs)
+		uv_freeaddrinfo(s->up->addrs);
+	s->up->addrs = s->up->addr_next = NULL;
+	s->reconnecting = true;
+	uv_close((uv_handle_t *)&s->tcp, on_redirect_closed);
 }
 
 static int keep_secret(tp_conn_t *s, const char *secret, size_t len)

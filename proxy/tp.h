@@ -166,6 +166,9 @@ typedef struct tp_upstream {
 	tp_probe_cb probe; /* a doctor's link, not a pooled one */
 	void *probe_arg;
 	uint32_t generation; /* the pool's server settings it logged in with */
+	char *redirect_host; /* TP_STEP_REDIRECT target; NULL: the config's */
+	uint16_t redirect_port;
+	uint8_t redirects;
 } tp_upstream_t;
 
 #define TP_FAIL_MAX 768
@@ -189,6 +192,8 @@ struct tp_conn {
 	void *pstate;
 	tp_tls_t *tls;
 	bool tls_pending; /* handshake running */
+	bool tls_wrapped; /* handshake inside protocol packets (TDS) */
+	bool tls_unwrap;  /* switch to plain TLS records after this read */
 	tp_buf_t in;	  /* plaintext received, not yet consumed */
 	tp_buf_t out;	  /* plaintext to send at the next flush */
 	size_t fwd_left;  /* bytes of the current message still to pass */
@@ -247,6 +252,17 @@ void tp_buf_consume(tp_buf_t *b, size_t n);
 void tp_conn_tls_ready(tp_conn_t *c);
 /* Server side: start the protocol login once TCP is up. */
 void tp_server_begin_login(tp_conn_t *s);
+/* Decrypts ciphertext into c->in (handshake first if needed). Returns
+ * false if c was closed. */
+bool tp_conn_tls_input(tp_conn_t *c, const uint8_t *data, size_t n);
+/* After a wrapped handshake: send what is queued raw, switch to TLS
+ * records, decrypt what followed. Returns false if c was closed. */
+bool tp_conn_tls_finish_unwrap(tp_conn_t *c);
+/* Server side: reconnect to s->up->redirect_host (TP_STEP_REDIRECT). */
+void tp_pool_redirect(tp_conn_t *s);
+/* The host a server connection dials: a redirect target or the config's. */
+const char *tp_server_host(tp_conn_t *s);
+int tp_server_port(tp_conn_t *s);
 
 /* ---- statistics (metrics, /v1/pools) ---- */
 
