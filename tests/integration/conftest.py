@@ -279,3 +279,125 @@ def _merge(dst, src):
             _merge(dst[k], v)
         else:
             dst[k] = v
+
+
+# ====================================================================== MySQL
+# MySQL (MariaDB) fixtures, for the rig's stand-in for Azure Database for MySQL.
+#
+#   mysql_config         factory: mysql_config(**overrides) -> config dict for one
+#                        mysql pool in front of the rig (like pg_config).
+#   mysql_token_connect  factory: a pymysql connection straight to the rig's
+#                        MariaDB, logged in with a fresh IMDS token.
+#   mysql_client         factory: a pymysql connection to a tokenpool listener.
+#   (autouse) after each test that used the rig: MariaDB running again and
+#   presenting the localhost certificate.
+
+@pytest.fixture(autouse=True)
+def _mysql_rig_isolation(request):
+    """Undo what a test may have done to the rig's MariaDB, even if it failed."""
+    yield
+    if "rig" not in request.fixturenames:
+        return
+    try:
+        r = request.getfixturevalue("rig")
+    except Exception:  # the rig did not start; that error is reported already
+        return
+    if not r.mysql_config_file:  # attached to a rig.json without MariaDB
+        return
+    if not r.mysql_running():
+        r.start_mysql()
+    if r.mysql_certificate != "localhost":
+        r.use_mysql_certificate("localhost")
+
+
+@pytest.fixture
+def mysql_config(rig):
+    """Factory: mysql_config(**overrides) -> a config dict with one mysql pool
+    ("orders") in front of the rig's MariaDB, logging in as the system
+    identity's db_user with an IMDS token over verify-full TLS (server_name
+    localhost). Overrides merge like pg_config's."""
+
+    def build(**overrides):
+        cfg = {
+            "log": {"level": "debug", "format": "text"},
+            "http": {"listen": f"127.0.0.1:{_free_port()}"},
+            "shutdown": {"timeout": 2},
+            "identity": {"source": "imds", "imds_endpoint": rig.imds_endpoint},
+            "pools": [{
+                "name": rig.mysql_database,
+                "protocol": "mysql",
+                "listen": f"127.0.0.1:{_free_port()}",
+                "server": {
+                    "host": rig.mysql_host,
+                    "port": rig.mysql_port,
+                    "database": rig.mysql_database,
+                    "user": rig.identity("system")["db_user"],
+                    "auth": "token",
+                    "scope": rig.mysql_scope,
+                    "tls": {"mode": "verify-full", "ca_file": rig.ca_file, "server_name": "localhost"},
+                },
+                "clients": [{"user": CLIENT_USER, "password": CLIENT_PASSWORD}],
+                "pool": {"mode": "session", "size": 5, "connect_timeout": 5, "wait_timeout": 5},
+            }],
+        }
+        for key, value in overrides.items():
+            target = cfg if key in ("log", "http", "shutdown", "identity", "pools") else cfg["pools"][0]
+            if isinstance(value, dict) and isinstance(target.get(key), dict):
+                _merge(target[key], value)
+            else:
+                target[key] = value
+        return cfg
+
+    return build
+
+
+@pytest.fixture
+def mysql_token_connect(rig):
+    """Factory: mysql_token_connect(identity=None, user=None, token=None, **kw)
+    -> pymysql connection straight to the rig's MariaDB over verified TLS.
+    identity: None (system-assigned) or a user-assigned identity's name; user
+    defaults to its db_user, token to a fresh IMDS token for it. kw go to
+    rig.mysql_connect (database=, tls=, autocommit=, ...). Closed at teardown."""
+    opened = []
+
+    def connect(identity=None, user=None, token=None, **kw):
+        if user is None:
+            user = rig.identity(identity or "system")["db_user"]
+        if token is None:
+            token = rig.token(identity)
+        conn = rig.mysql_connect(user, token, **kw)
+        opened.append(conn)
+        return conn
+
+    yield connect
+    for conn in opened:
+        try:
+            conn.close()
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def mysql_client():
+    """Factory: mysql_client(tp, user="app", password="app-password",
+    database=<first pool's name>, port=None, **kw) -> pymysql connection to
+    tokenpool's first listener (no TLS unless ssl= is given). Closed at teardown."""
+    import pymysql
+
+    opened = []
+
+    def connect(tp, user=CLIENT_USER, password=CLIENT_PASSWORD, database=None, port=None, **kw):
+        if database is None and tp.config and tp.config.get("pools"):
+            database = tp.config["pools"][0].get("name")
+        kw.setdefault("connect_timeout", 10)
+        conn = pymysql.connect(host=tp.listen[0], port=port or tp.listen[1], user=user,
+                               password=password, database=database or None, **kw)
+        opened.append(conn)
+        return conn
+
+    yield connect
+    for conn in opened:
+        try:
+            conn.close()
+        except Exception:
+            pass

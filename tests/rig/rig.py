@@ -11,14 +11,18 @@ Pieces, each on its own free port, in a fresh run directory:
     an EC key (Entra assertions need RSA); a stub `az` (tests/rig/az);
   * PostgreSQL with ssl=on that logs token users in through PAM (pam_jwt.so
     checks the token's signature, expiry, audience and user) and a
-    SCRAM password role, and rejects every connection without TLS.
+    SCRAM password role, and rejects every connection without TLS;
+  * MariaDB (standing in for Azure Database for MySQL) with
+    require_secure_transport, the same token users through PAM and the
+    mysql_clear_password plugin, and a mysql_native_password user.
 
 As a module:   with Rig() as rig: ... rig.pg_port, rig.token(), ...
 As a CLI:      /usr/bin/python3 tests/rig/rig.py up --dir DIR
                (writes DIR/rig.json, runs until SIGTERM/SIGINT)
 
-Needs root: PostgreSQL runs as the `postgres` OS user (via runuser) and the
-PAM service file lives in /etc/pam.d. Cleanup is threefold: stop() (also
+Needs root: PostgreSQL runs as the `postgres` OS user (via runuser), MariaDB
+as root (its PAM helper must be executable), and the PAM service files live
+in /etc/pam.d. Cleanup is threefold: stop() (also
 from atexit), a guardian process that cleans up if this process dies
 without stopping (even on SIGKILL), and a sweep of stale rigs at start.
 """
@@ -59,6 +63,11 @@ PASSWORD_USER = "legacy_app"
 DATABASES = ("orders", "inventory")
 WRONGHOST_NAME = "wrong-host.rig.test"
 START_TIMEOUT = 30
+MYSQL_PASSWORD_USER = "legacy_app"   # mysql_native_password, like PG's SCRAM role
+MYSQL_SUPERUSER = "root"             # unix_socket authentication, Unix socket only
+MARIADBD = os.environ.get("TOKENPOOL_MARIADBD", "/usr/sbin/mariadbd")
+MARIADB_INSTALL_DB = os.environ.get("TOKENPOOL_MARIADB_INSTALL_DB", "/usr/bin/mariadb-install-db")
+MARIADB_CLI = os.environ.get("TOKENPOOL_MARIADB_CLI", "/usr/bin/mariadb")
 
 
 class RigError(RuntimeError):
@@ -158,9 +167,80 @@ def _stop_pg_datadir(data_dir, mode="fast"):
         pass
 
 
+def _pid_gone(pid):
+    """True once pid has exited. A zombie counts (it only waits to be
+    reaped), but only once its other threads are gone too: a killed
+    multi-threaded server's main thread turns zombie while the others may
+    still hold its sockets open."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                return False
+        return len(os.listdir(f"/proc/{pid}/task")) <= 1
+    except (OSError, IndexError):
+        return True
+
+
+def _mysql_server_pid(pid_file, config_file):
+    """The pid of a rig's MariaDB server, or None: the pid in its pid file,
+    if that process still runs with the rig's config file (a pid file left
+    by a killed server may name a pid reused since)."""
+    if not pid_file or not config_file:
+        return None
+    try:
+        with open(pid_file) as f:
+            pid = int(f.readline())
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if ("--defaults-file=" + config_file).encode() in f.read().split(b"\0"):
+                return pid
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _signal_mysql(state, mode):
+    """Ask (fast, smart) or force (immediate: as good as a crash) a rig's
+    MariaDB to stop. Returns the pid signalled, or None."""
+    pid = _mysql_server_pid(state.get("mysql_pid_file"), state.get("mysql_config_file"))
+    if pid:
+        try:
+            os.kill(pid, signal.SIGKILL if mode == "immediate" else signal.SIGTERM)
+        except OSError:
+            pass
+    return pid
+
+
+def _wait_pid_gone(pid, timeout=START_TIMEOUT, reap=None):
+    """Wait for pid to exit; SIGKILL it if it takes longer than timeout.
+    reap: called while waiting (Popen.poll of our own child)."""
+    deadline = time.monotonic() + timeout
+    killed = False
+    while not _pid_gone(pid):
+        if reap:
+            reap()
+        if time.monotonic() > deadline:
+            if killed:
+                raise RigError(f"process {pid} did not exit")
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+            killed, deadline = True, time.monotonic() + 5
+        time.sleep(0.02)
+    if reap:
+        reap()
+
+
 def _cleanup(run_dir, state, remove_dir, pg_mode="fast"):
+    # MariaDB shuts down while PostgreSQL does.
+    mysql_pid = _signal_mysql(state, pg_mode)
     if state.get("pg_data_dir"):
         _stop_pg_datadir(state["pg_data_dir"], pg_mode)
+    if mysql_pid:
+        try:
+            _wait_pid_gone(mysql_pid)
+        except RigError:
+            pass
     pid = state.get("idp_pid")
     if pid and _alive(pid, state.get("idp_start_time")):
         try:
@@ -172,12 +252,12 @@ def _cleanup(run_dir, state, remove_dir, pg_mode="fast"):
         os.unlink(os.path.join(run_dir, "rig.json"))
     except OSError:
         pass
-    svc_file = state.get("pam_service_file")
-    if svc_file and os.path.basename(svc_file).startswith(PAM_PREFIX):
-        try:
-            os.unlink(svc_file)
-        except FileNotFoundError:
-            pass
+    for svc_file in (state.get("pam_service_file"), state.get("mysql_pam_service_file")):
+        if svc_file and os.path.basename(svc_file).startswith(PAM_PREFIX):
+            try:
+                os.unlink(svc_file)
+            except FileNotFoundError:
+                pass
     if remove_dir and os.path.isdir(run_dir) and os.path.exists(os.path.join(run_dir, "state.json")):
         shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -214,7 +294,8 @@ def sweep_stale_rigs():
         state = _load_state(run_dir) if run_dir else {}
         if not state:
             state = {"pam_service_file": svc_file}
-        state["pam_service_file"] = svc_file
+        if svc_file != state.get("mysql_pam_service_file"):
+            state["pam_service_file"] = svc_file
         _cleanup(run_dir, state, remove_dir=state.get("remove_dir", False), pg_mode="immediate")
 
 
@@ -329,6 +410,10 @@ class Rig:
     pg_superuser, pg_database, pg_databases, pg_token_group, pg_token_users,
     pg_password_user, pg_password, pg_audience, pg_scope,
     pam_service, pam_service_file, pam_module, pam_log_file
+    mysql_host, mysql_hostaddr, mysql_port, mysql_pid, mysql_socket, mysql_data_dir,
+    mysql_config_file, mysql_log_file, mysql_superuser, mysql_database, mysql_databases,
+    mysql_token_users, mysql_password_user, mysql_password, mysql_audience, mysql_scope,
+    mysql_pam_service, mysql_pam_service_file
     app_certificate_file, app_certificate_unregistered_file, app_certificate_ec_file,
     k8s_issuer, k8s_subject, az_stub
     """
@@ -345,6 +430,10 @@ class Rig:
         "pg_superuser", "pg_database", "pg_databases", "pg_token_group", "pg_token_users",
         "pg_password_user", "pg_password", "pg_audience", "pg_scope",
         "pam_service", "pam_service_file", "pam_module", "pam_log_file",
+        "mysql_host", "mysql_hostaddr", "mysql_port", "mysql_pid", "mysql_socket", "mysql_data_dir",
+        "mysql_config_file", "mysql_log_file", "mysql_superuser", "mysql_database", "mysql_databases",
+        "mysql_token_users", "mysql_password_user", "mysql_password", "mysql_audience", "mysql_scope",
+        "mysql_pam_service", "mysql_pam_service_file",
         "app_certificate_file", "app_certificate_unregistered_file", "app_certificate_ec_file",
         "k8s_issuer", "k8s_subject", "az_stub",
     )
@@ -364,6 +453,8 @@ class Rig:
         self._state = {}
         self._key = None
         self.pg_certificate = "localhost"   # which certificate PostgreSQL presents
+        self.mysql_certificate = "localhost"  # which certificate MariaDB presents
+        self._mysql_proc = None
         for f in self.FIELDS:
             setattr(self, f, None)
 
@@ -390,6 +481,10 @@ class Rig:
             self._stopped = True
         if self.dir:
             _cleanup(self.dir, self._state, remove_dir=False)
+        if self._mysql_proc is not None and self._mysql_proc.poll() is None:
+            # Only if start-up failed before it wrote its pid file.
+            self._mysql_proc.kill()
+            self._mysql_proc.wait(5)
         if self._idp_proc is not None:
             try:
                 self._idp_proc.wait(5)
@@ -441,17 +536,20 @@ class Rig:
         self.pg_data_dir = os.path.join(pg_dir, "data")
         self.pg_log_file = os.path.join(pg_dir, "postgres.log")
         self._save_state(pg_data_dir=self.pg_data_dir)
+        self._mysql_paths(self._sub("mysql", 0o755))
 
         # The slow, independent steps run side by side.
-        with ThreadPoolExecutor(3) as ex:
+        with ThreadPoolExecutor(4) as ex:
             f_certs = ex.submit(make_certs, tls)
             f_pam = ex.submit(self._build_pam_module, pam_dir)
             f_initdb = ex.submit(self._initdb)
+            f_mysql = ex.submit(self._mysql_install_db)
             self._make_idp_key(idp_dir)
             f_certs.result()
             self._start_idp(idp_dir, tls)
             f_pam.result()
             f_initdb.result()
+            f_mysql.result()
         self.ca_file = os.path.join(tls, "ca.crt")
         self.ca_key_file = os.path.join(tls, "ca.key")
         self.server_cert_file = os.path.join(tls, "server.crt")
@@ -463,11 +561,16 @@ class Rig:
         self.wronghost_name = WRONGHOST_NAME
 
         self._install_pam_service(pam_dir)
+        # MariaDB comes up while PostgreSQL does.
+        self._configure_mysql(tls)
+        self._spawn_mysql()
         self._configure_pg(tls)
         self._start_pg_first_time()
         self._wait_idp()
         self._setup_pg_roles()
         self._check_postgres_can_read()
+        self._wait_mysql_first_time()
+        self._setup_mysql_users()
         self._write_rig_json()
         self._started = True
 
@@ -609,15 +712,21 @@ class Rig:
     def _install_pam_service(self, pam_dir):
         self.pam_service = PAM_PREFIX + secrets.token_hex(4)
         self.pam_service_file = os.path.join(PAM_DIR, self.pam_service)
-        self._save_state(pam_service_file=self.pam_service_file)
-        with open(self.pam_service_file, "w") as f:
-            f.write(f"# tokenpool test rig: owner={os.getpid()} start={_proc_start_time(os.getpid())} "
-                    f"dir={self.dir}\n"
-                    "# Removed when the rig stops.\n"
-                    f"auth    required {self.pam_module} key={self.key_file} aud={PG_AUDIENCE} "
-                    f"log={self.pam_log_file}\n"
-                    "account required pam_permit.so\n")
-        os.chmod(self.pam_service_file, 0o644)
+        # MariaDB gets a service of its own (same checks), so the PAM log
+        # tells which server a decision was for.
+        self.mysql_pam_service = self.pam_service + "-mysql"
+        self.mysql_pam_service_file = os.path.join(PAM_DIR, self.mysql_pam_service)
+        self._save_state(pam_service_file=self.pam_service_file,
+                         mysql_pam_service_file=self.mysql_pam_service_file)
+        for path in (self.pam_service_file, self.mysql_pam_service_file):
+            with open(path, "w") as f:
+                f.write(f"# tokenpool test rig: owner={os.getpid()} start={_proc_start_time(os.getpid())} "
+                        f"dir={self.dir}\n"
+                        "# Removed when the rig stops.\n"
+                        f"auth    required {self.pam_module} key={self.key_file} aud={PG_AUDIENCE} "
+                        f"log={self.pam_log_file}\n"
+                        "account required pam_permit.so\n")
+            os.chmod(path, 0o644)
 
     # -- PostgreSQL
 
@@ -818,6 +927,298 @@ host    all      all               ::/0          reject
         with open(self.pg_log_file, errors="replace") as f:
             return f.read()
 
+    # -- MariaDB (the stand-in for Azure Database for MySQL)
+
+    def _mysql_file(self, name):
+        return os.path.join(os.path.dirname(self.mysql_config_file), name)
+
+    def _mysql_paths(self, mysql_dir):
+        self.mysql_config_file = os.path.join(mysql_dir, "my.cnf")
+        self.mysql_data_dir = os.path.join(mysql_dir, "data")
+        self.mysql_socket = os.path.join(mysql_dir, "mysqld.sock")
+        self.mysql_log_file = os.path.join(mysql_dir, "mariadb.log")
+        if len(self.mysql_socket.encode()) > 107:
+            raise RigError(f"{self.mysql_socket} is too long for a Unix socket; pick a shorter --dir")
+        self._save_state(mysql_config_file=self.mysql_config_file,
+                         mysql_pid_file=self._mysql_file("mariadbd.pid"))
+
+    def _mysql_install_db(self):
+        os.mkdir(self.mysql_data_dir, 0o700)
+        # --no-defaults: the system tables do not depend on the server's
+        # config (TLS files and the PAM plugin come later); the InnoDB sizes
+        # must match my.cnf, or the server resizes its log at the first start.
+        _run([MARIADB_INSTALL_DB, "--no-defaults", f"--datadir={self.mysql_data_dir}", "--user=root",
+              "--skip-test-db", "--auth-root-authentication-method=socket", "--skip-name-resolve",
+              *(f"--{k.replace('_', '-')}={v}" for k, v in _MYSQL_INNODB)],
+             "mariadb-install-db", env=_clean_env(), timeout=120)
+
+    def _configure_mysql(self, tls):
+        # The certificate MariaDB presents is a copy: use_mysql_certificate()
+        # swaps it and has the server re-read it (FLUSH SSL).
+        for src, dst, mode in (("server.crt", "server.crt", 0o644), ("server.key", "server.key", 0o600)):
+            path = self._mysql_file(dst)
+            shutil.copyfile(os.path.join(tls, src), path)
+            os.chmod(path, mode)
+        self.mysql_host = "localhost"
+        self.mysql_hostaddr = "127.0.0.1"
+        self.mysql_superuser = MYSQL_SUPERUSER
+        self.mysql_database = DATABASES[0]
+        self.mysql_databases = list(DATABASES)
+        self.mysql_password_user = MYSQL_PASSWORD_USER
+        self.mysql_password = "legacy-" + secrets.token_urlsafe(18)
+        self.mysql_audience = PG_AUDIENCE
+        self.mysql_scope = PG_SCOPE
+        self.mysql_port = free_port()
+        self._write_mysql_config()
+
+    def _write_mysql_config(self):
+        innodb = "".join(f"{k} = {v}\n" for k, v in _MYSQL_INNODB)
+        text = f"""# tokenpool test rig: MariaDB standing in for Azure Database for MySQL.
+# Started as `mariadbd --defaults-file=THIS`; tools use --no-defaults.
+[mariadbd]
+# root: the PAM helper auth_pam_tool sits in a directory only its owner may
+# enter, and that owner differs between installs (mysql after the package's
+# postinst, root otherwise).
+user = root
+datadir = {self.mysql_data_dir}
+socket = {self.mysql_socket}
+pid-file = {self._mysql_file("mariadbd.pid")}
+log-error = {self.mysql_log_file}
+port = {self.mysql_port}
+bind-address = 127.0.0.1
+skip-name-resolve
+character-set-server = utf8mb4
+max_connections = 300
+# As Azure: TLS on every TCP connection (the Unix socket counts as secure).
+ssl-cert = {self._mysql_file("server.crt")}
+ssl-key = {self._mysql_file("server.key")}
+tls_version = TLSv1.2,TLSv1.3
+require_secure_transport = ON
+# As Azure's Entra users: token users are `IDENTIFIED VIA pam`, and the
+# server asks their clients for mysql_clear_password.
+plugin_load_add = auth_pam
+pam_use_cleartext_plugin = ON
+# Disposable data: trade durability for speed.
+skip-log-bin
+performance_schema = OFF
+{innodb}"""
+        tmp = self.mysql_config_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, self.mysql_config_file)
+
+    def _spawn_mysql(self):
+        try:
+            os.unlink(self.mysql_socket)  # left by a killed server
+        except FileNotFoundError:
+            pass
+        try:
+            self._mysql_log_offset = os.path.getsize(self.mysql_log_file)
+        except OSError:
+            self._mysql_log_offset = 0
+        log = open(self.mysql_log_file, "ab")
+        # Its own session: Ctrl-C in a test run does not reach it; stop() does.
+        self._mysql_proc = subprocess.Popen(
+            [MARIADBD, f"--defaults-file={self.mysql_config_file}"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=_clean_env(), start_new_session=True)
+        log.close()
+
+    def _mysql_log_since_spawn(self):
+        try:
+            with open(self.mysql_log_file, "rb") as f:
+                f.seek(self._mysql_log_offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def _wait_mysql(self):
+        """Wait until the server just spawned answers on its socket."""
+        import pymysql
+        proc = self._mysql_proc
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                raise _MysqlExited(f"mariadbd exited with {proc.returncode}:\n"
+                                   + self._mysql_log_since_spawn()[-4000:])
+            if os.path.exists(self.mysql_socket):
+                try:
+                    self.mysql_admin("SELECT 1")
+                    break
+                except pymysql.err.MySQLError:
+                    pass
+            if time.monotonic() > deadline:
+                raise RigError("mariadbd did not start:\n" + self._mysql_log_since_spawn()[-4000:])
+            time.sleep(0.02)
+        self.mysql_pid = proc.pid
+        if self._owner and self._started:
+            self._write_rig_json()
+
+    def _wait_mysql_first_time(self):
+        # A port picked at configure time may be taken by the time mariadbd
+        # binds: retry with another.
+        for attempt in range(5):
+            try:
+                return self._wait_mysql()
+            except _MysqlExited as e:
+                log = self._mysql_log_since_spawn()
+                if attempt == 4 or ("Address already in use" not in log and "Bind on TCP/IP" not in log):
+                    raise RigError(str(e)) from None
+            self.mysql_port = free_port()
+            self._write_mysql_config()
+            self._spawn_mysql()
+
+    def _mysql_token_user_sql(self, name):
+        _check_mysql_name(name)
+        return [f"CREATE USER '{name}'@'%' IDENTIFIED VIA pam USING '{self.mysql_pam_service}';"] + \
+               [f"GRANT ALL PRIVILEGES ON `{db}`.* TO '{name}'@'%';" for db in DATABASES]
+
+    def _setup_mysql_users(self):
+        self.mysql_token_users = list(self.pg_token_users)
+        sql = [f"CREATE DATABASE `{db}`;" for db in DATABASES]
+        for user in self.mysql_token_users:
+            sql += self._mysql_token_user_sql(user)
+        sql.append(f"CREATE USER '{MYSQL_PASSWORD_USER}'@'%' IDENTIFIED VIA mysql_native_password "
+                   f"USING PASSWORD('{self.mysql_password}');")
+        sql += [f"GRANT ALL PRIVILEGES ON `{db}`.* TO '{MYSQL_PASSWORD_USER}'@'%';" for db in DATABASES]
+        self.mysql_admin("\n".join(sql))
+
+    # -- MariaDB control for tests
+
+    def mysql_admin(self, sql, db=None):
+        """Run SQL (one or more statements) as root over the Unix socket;
+        returns the rows (list of tuples) of the last statement that had a
+        result set, [] if none did."""
+        import pymysql
+        conn = pymysql.connect(unix_socket=self.mysql_socket, user=MYSQL_SUPERUSER, database=db,
+                               autocommit=True, connect_timeout=10,
+                               client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS)
+        try:
+            rows = []
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                while True:
+                    if cur.description:
+                        rows = list(cur.fetchall())
+                    if not cur.nextset():
+                        break
+            return rows
+        finally:
+            conn.close()
+
+    def add_mysql_token_user(self, name):
+        """Create a MariaDB user that signs in with tokens (db_user == name)."""
+        self.mysql_admin("\n".join(self._mysql_token_user_sql(name)))
+        if name not in self.mysql_token_users:
+            self.mysql_token_users.append(name)
+
+    def mysql_server_pid(self):
+        """The running server's pid (None if it is not running)."""
+        return _mysql_server_pid(self._mysql_file("mariadbd.pid"), self.mysql_config_file)
+
+    def mysql_running(self):
+        return self.mysql_server_pid() is not None
+
+    def stop_mysql(self, mode="fast"):
+        """mode: fast (SIGTERM: clean shutdown) | immediate (SIGKILL: as good as a crash)."""
+        if mode not in ("fast", "immediate"):
+            raise ValueError("mode must be 'fast' or 'immediate'")
+        pid = _signal_mysql({"mysql_pid_file": self._mysql_file("mariadbd.pid"),
+                             "mysql_config_file": self.mysql_config_file}, mode)
+        if not pid:
+            raise RigError("MariaDB is not running")
+        proc = self._mysql_proc
+        _wait_pid_gone(pid, reap=proc.poll if proc is not None and proc.pid == pid else None)
+
+    def start_mysql(self):
+        if self.mysql_running():
+            raise RigError("MariaDB is already running")
+        self._spawn_mysql()
+        try:
+            self._wait_mysql()
+        except _MysqlExited as e:
+            raise RigError(str(e)) from None
+
+    def restart_mysql(self, mode="fast"):
+        self.stop_mysql(mode)
+        self.start_mysql()
+
+    def use_mysql_certificate(self, which="localhost"):
+        """Make MariaDB present the `localhost` certificate (default) or the
+        one for `wronghost_name` (for host-name verification tests). New
+        connections see it at once (FLUSH SSL); no restart."""
+        if which not in ("localhost", "wronghost"):
+            raise ValueError("which must be 'localhost' or 'wronghost'")
+        base = "server" if which == "localhost" else "wronghost"
+        tls = os.path.dirname(self.ca_file)
+        for ext, mode in ((".crt", 0o644), (".key", 0o600)):
+            dst = self._mysql_file("server" + ext)
+            shutil.copyfile(os.path.join(tls, base + ext), dst + ".tmp")
+            os.chmod(dst + ".tmp", mode)
+            os.replace(dst + ".tmp", dst)
+        self.mysql_admin("FLUSH SSL")
+        self.mysql_certificate = which
+
+    def mysql_connect(self, user, password, database=None, tls="verify-full", ca_file=None,
+                      host=None, port=None, **kw):
+        """A pymysql connection to the rig's MariaDB over TCP. password: a
+        token for token users (pymysql answers the server's switch to
+        mysql_clear_password with it). tls: verify-full (chain + host name,
+        the default) | verify-ca | require (no verification) | disable.
+        database: default mysql_database; "" for none."""
+        import ssl
+
+        import pymysql
+        if tls == "disable":
+            kw["ssl_disabled"] = True
+        elif tls in ("verify-full", "verify-ca"):
+            ctx = ssl.create_default_context(cafile=ca_file or self.ca_file)
+            ctx.check_hostname = tls == "verify-full"
+            kw["ssl"] = ctx
+        elif tls == "require":
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            kw["ssl"] = ctx
+        else:
+            raise ValueError(f"tls must be verify-full, verify-ca, require or disable, not {tls!r}")
+        if database is None:
+            database = self.mysql_database
+        kw.setdefault("connect_timeout", 10)
+        return pymysql.connect(host=host or self.mysql_host, port=port or self.mysql_port, user=user,
+                               password=password, database=database or None, **kw)
+
+    def mysql_cli(self, user, password, sql, database=None, tls="verify-full", ca_file=None,
+                  extra=(), timeout=30):
+        """Run the `mariadb` client over TCP (password in MYSQL_PWD, never in
+        argv). tls: verify-full | require | disable. Returns the
+        CompletedProcess (text; --batch --skip-column-names output).
+        MariaDB's client answers mysql_clear_password without being told
+        (its --enable-cleartext-plugin is obsolete and prints a WARNING
+        line on stdout; pass it in `extra` to see that it is accepted)."""
+        cmd = [MARIADB_CLI, "--no-defaults", "--protocol=TCP", "-h", self.mysql_host,
+               "-P", str(self.mysql_port), "-u", user, "--batch", "--skip-column-names",
+               "--connect-timeout=10"]
+        if tls == "verify-full":
+            cmd += [f"--ssl-ca={ca_file or self.ca_file}", "--ssl-verify-server-cert"]
+        elif tls == "require":
+            cmd += ["--ssl"]
+        elif tls == "disable":
+            cmd += ["--skip-ssl"]
+        else:
+            raise ValueError(f"tls must be verify-full, require or disable, not {tls!r}")
+        cmd += list(extra) + ["-e", sql]
+        if database is None:
+            database = self.mysql_database
+        if database:
+            cmd.append(database)
+        env = dict(_clean_env(), MYSQL_PWD=password)
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+    def mysql_log(self):
+        with open(self.mysql_log_file, errors="replace") as f:
+            return f.read()
+
     # -- identity provider, for tests
 
     def idp_request(self, method, path, body=None, headers=None, timeout=10, https=False):
@@ -935,6 +1336,24 @@ host    all      all               ::/0          reject
         return idp_mod.decode_jwt(token, idp_mod.read_key(self.key_file))
 
 
+class _MysqlExited(RigError):
+    """mariadbd exited before it answered (start-up failed)."""
+
+
+# InnoDB settings shared by mariadb-install-db and my.cnf (they must agree).
+_MYSQL_INNODB = (
+    ("innodb_buffer_pool_size", "32M"),
+    ("innodb_log_file_size", "16M"),
+    ("innodb_doublewrite", "0"),
+    ("innodb_flush_log_at_trx_commit", "0"),
+)
+
+
+def _check_mysql_name(name):
+    if not name or any(c in name for c in "'`\\\"\0") or len(name) > 80:
+        raise ValueError(f"unusable MariaDB user name {name!r}")
+
+
 def _libpq_quote(v):
     s = str(v)
     if s and not any(c in s for c in " '\\"):
@@ -975,6 +1394,7 @@ def main(argv=None):
         print(f"rig up in {rig.start_seconds}s: {os.path.join(rig.dir, 'rig.json')}\n"
               f"  idp      {rig.idp_url}  (https {rig.idp_https_url})\n"
               f"  postgres host=localhost port={rig.pg_port} sslrootcert={rig.ca_file}\n"
+              f"  mariadb  host=localhost port={rig.mysql_port} socket={rig.mysql_socket}\n"
               f"  token    curl -H Metadata:true '{rig.idp_url}{idp_mod.IMDS_PATH}"
               f"?api-version=2018-02-01&resource={PG_AUDIENCE}'", flush=True)
         while not stop.wait(1):
