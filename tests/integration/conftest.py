@@ -67,6 +67,10 @@ def _rig_isolation(request):
         r.start_postgres()
     if r.pg_certificate != "localhost":
         r.use_pg_certificate("localhost")
+    if r.tds_admin_url:  # the TDS servers: faults off, sessions and tables gone
+        for tds in (r.tds(), r.tds_gateway()):
+            tds.kill_all()
+            tds.reset(tables=True)
 
 
 @pytest.fixture

@@ -52,6 +52,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 import idp as idp_mod  # noqa: E402  (the rig's own identity provider)
+import importlib.util  # noqa: E402
+
+# The TDS server stands in for Azure SQL (tests/rig/tds/server.py; loaded
+# by path: its folder holds modules named like common ones).
+_spec = importlib.util.spec_from_file_location("tds_server", os.path.join(HERE, "tds", "server.py"))
+tds_mod = importlib.util.module_from_spec(_spec)
+sys.modules["tds_server"] = tds_mod
+_spec.loader.exec_module(tds_mod)
+TDS_AUDIENCE = "https://database.windows.net"
 
 PG_AUDIENCE = "https://ossrdbms-aad.database.windows.net"
 PG_SCOPE = PG_AUDIENCE + "/.default"
@@ -241,6 +250,13 @@ def _cleanup(run_dir, state, remove_dir, pg_mode="fast"):
             _wait_pid_gone(mysql_pid)
         except RigError:
             pass
+    for key in ("tds_pid", "tds_gateway_pid"):
+        tds_pid = state.get(key)
+        if tds_pid and _alive(tds_pid, state.get(key + "_start_time")):
+            try:
+                os.kill(tds_pid, signal.SIGTERM)
+            except OSError:
+                pass
     pid = state.get("idp_pid")
     if pid and _alive(pid, state.get("idp_start_time")):
         try:
@@ -414,6 +430,9 @@ class Rig:
     mysql_config_file, mysql_log_file, mysql_superuser, mysql_database, mysql_databases,
     mysql_token_users, mysql_password_user, mysql_password, mysql_audience, mysql_scope,
     mysql_pam_service, mysql_pam_service_file
+    tds_host, tds_port, tds_admin_url, tds_pid, tds_log_file, tds_gateway_port,
+    tds_gateway_admin_url, tds_gateway_pid, tds_audience, tds_scope, tds_databases,
+    tds_sql_user, tds_sql_password
     app_certificate_file, app_certificate_unregistered_file, app_certificate_ec_file,
     k8s_issuer, k8s_subject, az_stub
     """
@@ -434,6 +453,9 @@ class Rig:
         "mysql_config_file", "mysql_log_file", "mysql_superuser", "mysql_database", "mysql_databases",
         "mysql_token_users", "mysql_password_user", "mysql_password", "mysql_audience", "mysql_scope",
         "mysql_pam_service", "mysql_pam_service_file",
+        "tds_host", "tds_port", "tds_admin_url", "tds_pid", "tds_log_file", "tds_gateway_port",
+        "tds_gateway_admin_url", "tds_gateway_pid", "tds_audience", "tds_scope", "tds_databases",
+        "tds_sql_user", "tds_sql_password",
         "app_certificate_file", "app_certificate_unregistered_file", "app_certificate_ec_file",
         "k8s_issuer", "k8s_subject", "az_stub",
     )
@@ -571,6 +593,7 @@ class Rig:
         self._check_postgres_can_read()
         self._wait_mysql_first_time()
         self._setup_mysql_users()
+        self._start_tds()
         self._write_rig_json()
         self._started = True
 
@@ -836,6 +859,47 @@ host    all      all               ::/0          reject
         p = subprocess.run(_as_postgres(["test", "-w", self.pam_log_file]), capture_output=True)
         if p.returncode != 0:
             raise RigError(f"user postgres cannot write {self.pam_log_file}")
+
+    # -- the TDS servers (Azure SQL stand-ins, tests/rig/tds)
+
+    def _start_tds(self):
+        """Two instances of tests/rig/tds/server.py: the database, and a
+        gateway that answers every login with a routing redirect to it (as
+        Azure SQL's gateway does under the Redirect policy)."""
+        tds_dir = self._sub("tds", 0o755)
+        self.tds_sql_user = "legacy_app"
+        self.tds_sql_password = "tds-" + secrets.token_hex(12)
+        pw_file = os.path.join(tds_dir, "sql-password")
+        fd = os.open(pw_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.tds_sql_password)
+        self.tds_databases = ["orders", "inventory", "master"]
+        common = dict(cert=self.server_cert_file, key=self.server_key_file,
+                      jwt_key_file=self.key_file, workdir=tds_dir,
+                      databases=tuple(self.tds_databases))
+        primary = tds_mod.TdsServerProcess.start(name="tds-primary", sql_user=self.tds_sql_user,
+                                                 sql_password_file=pw_file, **common)
+        gateway = tds_mod.TdsServerProcess.start(name="tds-gateway",
+                                                 redirect_to=f"localhost:{primary.port}", **common)
+        self._tds_procs = [primary, gateway]
+        self.tds_host = "localhost"
+        self.tds_port, self.tds_admin_url, self.tds_pid = primary.port, primary.admin_url, primary.pid
+        self.tds_log_file = primary.log_file
+        self.tds_gateway_port, self.tds_gateway_admin_url = gateway.port, gateway.admin_url
+        self.tds_gateway_pid = gateway.pid
+        self.tds_audience = TDS_AUDIENCE
+        self.tds_scope = TDS_AUDIENCE + "/.default"
+        self._save_state(tds_pid=primary.pid, tds_pid_start_time=_proc_start_time(primary.pid),
+                         tds_gateway_pid=gateway.pid,
+                         tds_gateway_pid_start_time=_proc_start_time(gateway.pid))
+
+    def tds(self):
+        """Control client of the TDS database (stats, sessions, kill, reset, config)."""
+        return tds_mod.TdsControl(self.tds_admin_url)
+
+    def tds_gateway(self):
+        """Control client of the redirecting gateway."""
+        return tds_mod.TdsControl(self.tds_gateway_admin_url)
 
     def _write_rig_json(self):
         tmp = os.path.join(self.dir, "rig.json.tmp")
