@@ -21,14 +21,8 @@ Runtime: about 85 s (the hang case alone takes ~28 s: it waits out tokenpool's 1
 timeout for the identity endpoint).
 """
 
-import base64
-import hashlib
-import hmac
 import os
 import re
-import secrets
-import socket
-import struct
 import threading
 import time
 import uuid
@@ -37,6 +31,7 @@ import psycopg2
 import pytest
 
 from conftest import CLIENT_PASSWORD, CLIENT_USER
+from pgraw import LoginRefused, msg as _msg, pg_login, read_until_ready  # noqa: F401
 
 # The pool's connect_timeout (server login, token wait included) in the
 # tests that expect a refusal: the refusal must come within it (+2 s slack).
@@ -45,101 +40,10 @@ CONNECT_TIMEOUT = 3
 
 # ---------------------------------------------------------------- raw client
 
-class LoginRefused(Exception):
-    """An ErrorResponse during login: .sqlstate, .message, .fields."""
-
-    def __init__(self, fields):
-        self.fields = fields
-        self.sqlstate = fields.get("C")
-        self.message = fields.get("M", "")
-        super().__init__(f"{fields.get('S')} {self.sqlstate}: {self.message}")
-
-
-def _recv_exact(sock, n):
-    out = b""
-    while len(out) < n:
-        chunk = sock.recv(n - len(out))
-        if not chunk:
-            raise ConnectionError(f"connection closed after {len(out)} of {n} bytes")
-        out += chunk
-    return out
-
-
-def _msg(kind, body):
-    return kind + struct.pack("!I", len(body) + 4) + body
-
-
 def raw_login(port, user=CLIENT_USER, password=CLIENT_PASSWORD, database=None, timeout=30):
-    """Log in with the raw v3 protocol (SCRAM-SHA-256 or cleartext).
-    Returns the socket after ReadyForQuery; raises LoginRefused."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    try:
-        params = b"user\0" + user.encode() + b"\0"
-        if database:
-            params += b"database\0" + database.encode() + b"\0"
-        body = struct.pack("!I", 196608) + params + b"\0"
-        sock.sendall(struct.pack("!I", len(body) + 4) + body)
-        scram = None
-        while True:
-            kind = _recv_exact(sock, 1)
-            (length,) = struct.unpack("!I", _recv_exact(sock, 4))
-            body = _recv_exact(sock, length - 4)
-            if kind == b"E":
-                fields = {}
-                for part in body.split(b"\0"):
-                    if part:
-                        fields[chr(part[0])] = part[1:].decode(errors="replace")
-                raise LoginRefused(fields)
-            if kind == b"Z":
-                return sock
-            if kind != b"R":
-                continue
-            (code,) = struct.unpack("!I", body[:4])
-            data = body[4:]
-            if code == 3:
-                sock.sendall(_msg(b"p", password.encode() + b"\0"))
-            elif code == 10:
-                nonce = base64.b64encode(secrets.token_bytes(18)).decode()
-                first_bare = f"n=,r={nonce}"
-                first = ("n,," + first_bare).encode()
-                sock.sendall(_msg(b"p", b"SCRAM-SHA-256\0" + struct.pack("!i", len(first)) + first))
-                scram = (nonce, first_bare)
-            elif code == 11:
-                nonce, first_bare = scram
-                server_first = data.decode()
-                attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
-                salted = hashlib.pbkdf2_hmac("sha256", password.encode(),
-                                             base64.b64decode(attrs["s"]), int(attrs["i"]))
-                client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-                stored_key = hashlib.sha256(client_key).digest()
-                without_proof = f"c=biws,r={attrs['r']}"
-                auth_msg = f"{first_bare},{server_first},{without_proof}".encode()
-                sig = hmac.new(stored_key, auth_msg, hashlib.sha256).digest()
-                proof = bytes(a ^ b for a, b in zip(client_key, sig))
-                sock.sendall(_msg(b"p", f"{without_proof},p={base64.b64encode(proof).decode()}".encode()))
-            elif code in (0, 12):
-                pass
-            else:
-                raise AssertionError(f"unexpected authentication request {code}")
-    except BaseException:
-        sock.close()
-        raise
-
-
-def _read_until_ready(sock):
-    """Read a query's answer; raise LoginRefused on an ErrorResponse."""
-    while True:
-        kind = _recv_exact(sock, 1)
-        (length,) = struct.unpack("!I", _recv_exact(sock, 4))
-        body = _recv_exact(sock, length - 4)
-        if kind == b"E":
-            fields = {}
-            for part in body.split(b"\0"):
-                if part:
-                    fields[chr(part[0])] = part[1:].decode(errors="replace")
-            raise LoginRefused(fields)
-        if kind == b"Z":
-            return
+    """Log in with the raw v3 protocol; the socket after ReadyForQuery, or
+    LoginRefused."""
+    return pg_login(port, user, password, database, timeout=timeout)
 
 
 def refused_session(tp, timeout=30):
@@ -152,7 +56,7 @@ def refused_session(tp, timeout=30):
         sock = raw_login(tp.listen[1], database=tp.config["pools"][0]["name"], timeout=timeout)
         try:
             sock.sendall(_msg(b"Q", b"SELECT 1\0"))
-            _read_until_ready(sock)
+            read_until_ready(sock)
         finally:
             sock.close()
     except LoginRefused as e:
@@ -470,7 +374,7 @@ def test_postgres_restart_mid_run(rig, tokenpool, pg_config):
     # its own "server closed the connection unexpectedly").
     idle = raw_login(tp.listen[1], database=rig.pg_database)
     idle.sendall(_msg(b"Q", b"SELECT 1\0"))
-    _read_until_ready(idle)
+    read_until_ready(idle)
     with SessionClients(tp, n) as run:
         time.sleep(1.5)
         t_down = time.monotonic()
@@ -482,7 +386,7 @@ def test_postgres_restart_mid_run(rig, tokenpool, pg_config):
     assert tp.running, "tokenpool died\n" + tp.output()[-6000:]
     idle.settimeout(5)
     with pytest.raises(LoginRefused) as told:  # sent unasked, before the close
-        _read_until_ready(idle)
+        read_until_ready(idle)
     idle.close()
     assert told.value.sqlstate in ("08006", "57P01"), told.value
     assert told.value.fields.get("S") == "FATAL" and told.value.message, told.value
