@@ -106,6 +106,9 @@ typedef struct tp_protocol {
 			      size_t *len);
 	/* The real key that cancels what runs on s (PG: pid + secret). */
 	size_t (*cancel_key)(tp_conn_t *s, uint8_t *out, size_t cap);
+	/* Whether a cancel is a full login (MySQL: log in, KILL QUERY) and
+	 * the cancel link needs the secret too, not only the key (PG). */
+	bool cancel_needs_login;
 
 	/* ---- forwarding ---- */
 	/* Length of the next message: 0 and *msg_len, TP_EAGAIN, or
@@ -165,8 +168,11 @@ const tp_route_t *tp_conn_get_route(tp_conn_t *c);
 /* The synthetic cancel key given to this client (8 bytes). */
 const uint8_t *tp_conn_client_key(tp_conn_t *c);
 /* A client asked to cancel whatever the client with this synthetic key
- * runs. */
-void tp_conn_cancel(tp_conn_t *c, const uint8_t *key, size_t len);
+ * runs. false when no client has the key. */
+bool tp_conn_cancel(tp_conn_t *c, const uint8_t *key, size_t len);
+/* Closes the client with this synthetic key (MySQL `KILL <id>`), after
+ * cancelling what its server runs. false when no client has the key. */
+bool tp_conn_kill(tp_conn_t *c, const uint8_t *key, size_t len);
 /* Record why a login failed (logged; sent to waiting clients). */
 void tp_conn_fail(tp_conn_t *c, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

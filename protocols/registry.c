@@ -3,13 +3,16 @@
  */
 #include "protocols/protocol.h"
 #include "protocols/pg/pg.h"
+#include "protocols/mysql/mysql.h"
 
 const tp_protocol_t *tp_protocol_get(conf_protocol_t id)
 {
 	switch (id) {
 	case CONF_PROTO_POSTGRES:
 		return &tp_protocol_pg;
+	case CONF_PROTO_MYSQL:
+		return &tp_protocol_mysql;
 	default:
-		return NULL; /* mysql and sqlserver arrive with their issues */
+		return NULL; /* sqlserver arrives with its issue */
 	}
 }

@@ -210,16 +210,51 @@ void tp_conn_debug(tp_conn_t *c, const char *fmt, ...)
 	va_end(ap);
 }
 
-void tp_conn_cancel(tp_conn_t *c, const uint8_t *key, size_t len)
+/* The client a cancel or kill from c aims at. A 4-byte key (a MySQL
+ * thread id) can be guessed, so like MySQL's own rule it reaches only
+ * connections of the same user (here: same pool, same client user); an
+ * 8-byte PostgreSQL key is a secret and reaches any client. */
+static tp_conn_t *target_of(tp_conn_t *c, const uint8_t *key, size_t len)
 {
-	tp_conn_t *target = tp_find_client_by_key(c->tp, key, len);
+	tp_conn_t *t = tp_find_client_by_key(c->tp, key, len);
 
-	if (!target || !target->peer) {
+	if (!t || len >= 8)
+		return t;
+	if (t->pool != c->pool || !t->route.client || !c->route.client ||
+	    strcmp(t->route.client->user, c->route.client->user) != 0)
+		return NULL;
+	return t;
+}
+
+bool tp_conn_cancel(tp_conn_t *c, const uint8_t *key, size_t len)
+{
+	tp_conn_t *target = target_of(c, key, len);
+
+	if (!target) {
+		tp_log(TP_LOG_DEBUG, c, "cancel request matches no client");
+		return false;
+	}
+	if (!target->peer) {
 		tp_log(TP_LOG_DEBUG, c, "cancel request matches no query");
-		return;
+		return true;
 	}
 	tp_log(TP_LOG_INFO, target, "cancel requested");
 	tp_pool_cancel(target->pool, target->peer);
+	return true;
+}
+
+bool tp_conn_kill(tp_conn_t *c, const uint8_t *key, size_t len)
+{
+	tp_conn_t *target = target_of(c, key, len);
+
+	if (!target)
+		return false;
+	tp_log(TP_LOG_INFO, target, "killed by client %llu",
+	       (unsigned long long)c->id);
+	if (target->peer) /* stop what runs for it, too */
+		tp_pool_cancel(target->pool, target->peer);
+	tp_conn_error_close(target, TP_ESHUTDOWN, "Connection was killed");
+	return true;
 }
 
 /* ---- states ---- */

@@ -68,7 +68,8 @@ int tp_conn_route(tp_conn_t *c, const char *user, const char *database,
 
 tp_conn_t *tp_find_client_by_key(tp_t *tp, const uint8_t *key, size_t len)
 {
-	if (len != 8)
+	/* PG keys are 8 bytes; MySQL thread ids are their first 4. */
+	if (len != 8 && len != 4)
 		return NULL;
 	for (size_t i = 0; i < tp->npools; i++) {
 		tp_list_t *lists[] = {&tp->pools[i]->c_active,
@@ -81,7 +82,7 @@ tp_conn_t *tp_find_client_by_key(tp_t *tp, const uint8_t *key, size_t len)
 				tp_conn_t *c =
 				    tp_container_of(n, tp_conn_t, node);
 
-				if (auth_equal(c->client_key, key, 8))
+				if (auth_equal(c->client_key, key, len))
 					return c;
 			}
 		}

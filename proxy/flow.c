@@ -50,8 +50,10 @@ static void client_start_tls(tp_conn_t *c)
 		}
 		memcpy(tmp, c->in.data, n);
 		c->in.len = 0;
-		if (tp_tls_feed(c->tls, tmp, n) != 0)
-			tp_conn_close(c, "out of memory");
+		/* Run the handshake on it now: MySQL clients send the
+		 * ClientHello right behind the SSLRequest, without waiting
+		 * for an answer, and nothing else would arrive to start it. */
+		(void)tp_conn_tls_input(c, tmp, n);
 		free(tmp);
 	}
 }

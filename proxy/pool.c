@@ -300,8 +300,9 @@ static void get_secret_then_connect(tp_conn_t *s)
 	size_t len;
 	int rc;
 
-	if (s->up->login.kind == TP_LOGIN_CANCEL) {
-		resolve(s); /* a cancel carries no credential */
+	if (s->up->login.kind == TP_LOGIN_CANCEL &&
+	    !s->proto->cancel_needs_login) {
+		resolve(s); /* a PG cancel carries no credential */
 		return;
 	}
 	if (srv->auth == CONF_AUTH_PASSWORD) {
@@ -382,26 +383,21 @@ int tp_pool_probe(tp_pool_t *pool, tp_probe_cb cb, void *arg)
 void tp_pool_cancel(tp_pool_t *pool, tp_conn_t *server)
 {
 	tp_conn_t *s;
-	uint8_t key[64];
+	uint8_t key[16];
 	size_t n = server->proto->cancel_key(server, key, sizeof(key));
 
-	if (!n)
+	if (!n || n > sizeof(key))
 		return;
 	s = new_server(pool, TP_LOGIN_CANCEL);
 	if (!s)
 		return;
 	tp_conn_set_state(s, TP_S_CANCEL);
-	if (keep_secret(s, (const char *)key, n)) {
-		tp_conn_close(s, "out of memory");
-		return;
-	}
-	s->up->login.cancel_key = (const uint8_t *)s->up->secret;
+	memcpy(s->up->cancel_key, key, n);
+	s->up->login.cancel_key = s->up->cancel_key;
 	s->up->login.cancel_key_len = n;
-	s->up->login.secret = NULL;
-	s->up->login.secret_len = n; /* so the copy is wiped on free */
 	tp_conn_deadline(s, server_timeout,
 			 (uint64_t)conf_ms(pool->conf->pool.connect_timeout));
-	resolve(s);
+	get_secret_then_connect(s);
 }
 
 /* ---- linking clients and servers ---- */

@@ -159,6 +159,7 @@ typedef void (*tp_probe_cb)(void *arg, tp_conn_t *s, tp_probe_event_t ev,
 typedef struct tp_upstream {
 	tp_login_t login;
 	char *secret; /* copy of the token or password during login */
+	uint8_t cancel_key[16]; /* TP_LOGIN_CANCEL: the server's real key */
 	uv_getaddrinfo_t gai;
 	struct addrinfo *addrs, *addr_next; /* resolved, to try in order */
 	uv_connect_t connect_req;
