@@ -483,3 +483,38 @@ def test_second_sigterm_exits_at_once(rig, tokenpool, pg_config):
         assert time.monotonic() - t0 < 5
     finally:
         conn.close()
+
+
+# ---------------------------------------------------------------- every protocol
+
+def test_every_protocol_shows_in_metrics_and_v1_pools(rig, tokenpool, pg_config, mysql_config):
+    """Pools of each protocol the engine serves appear in /metrics (with
+    their protocol label) and /v1/pools, and their counters move."""
+    import pymysql
+    cfg = pg_config(pool={"mode": "transaction"})
+    my = mysql_config()["pools"][0]
+    my["name"] = "orders_mysql"
+    my["server"]["database"] = rig.mysql_database
+    cfg["pools"].append(my)
+    tp = tokenpool(cfg)
+    wait_ready(tp)
+    assert one(tp.pg_dsn(), "SELECT 1") == 1
+    host, port = my["listen"].rsplit(":", 1)
+    conn = pymysql.connect(host=host, port=int(port), user=CLIENT_USER, password=CLIENT_PASSWORD,
+                           database="orders_mysql")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT CURRENT_USER()")
+            assert cur.fetchone()[0].split("@")[0] == rig.identity("system")["db_user"]
+    finally:
+        conn.close()
+    pools = pools_json(tp)
+    assert {n: p["protocol"] for n, p in pools.items()} == {rig.pg_database: "postgres",
+                                                            "orders_mysql": "mysql"}
+    assert all(p["ready"] for p in pools.values()), pools
+    s, _ = metrics(tp)
+    for name, proto in ((rig.pg_database, "postgres"), ("orders_mysql", "mysql")):
+        assert sample(s, "tokenpool_client_connections_total", pool=name) >= 1
+        assert sample(s, "tokenpool_server_logins_total", pool=name, outcome="ok") >= 1
+        assert sample(s, "tokenpool_queries_total", pool=name) >= 1
+        sample(s, "tokenpool_servers", pool=name, protocol=proto, state="idle")
