@@ -178,6 +178,9 @@ void tp_conn_fail(tp_conn_t *c, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Whether client TLS is on offer on this client's listener. */
 bool tp_conn_tls_offered(tp_conn_t *c);
+/* Whether every pool on the client's listener requires client TLS (a
+ * protocol can refuse plaintext before the password is sent). */
+bool tp_conn_tls_required(tp_conn_t *c);
 /*
  * TLS carried inside the protocol's own packets during the handshake (TDS
  * wraps it in PRELOGIN packets). start_wrapped creates the TLS stream (a

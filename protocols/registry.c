@@ -4,6 +4,7 @@
 #include "protocols/protocol.h"
 #include "protocols/pg/pg.h"
 #include "protocols/mysql/mysql.h"
+#include "protocols/tds/tds.h"
 
 const tp_protocol_t *tp_protocol_get(conf_protocol_t id)
 {
@@ -12,7 +13,9 @@ const tp_protocol_t *tp_protocol_get(conf_protocol_t id)
 		return &tp_protocol_pg;
 	case CONF_PROTO_MYSQL:
 		return &tp_protocol_mysql;
+	case CONF_PROTO_SQLSERVER:
+		return &tp_protocol_tds;
 	default:
-		return NULL; /* sqlserver arrives with its issue */
+		return NULL;
 	}
 }

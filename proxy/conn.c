@@ -185,6 +185,18 @@ bool tp_conn_tls_offered(tp_conn_t *c)
 	return c->listener && c->listener->client_ctx;
 }
 
+bool tp_conn_tls_required(tp_conn_t *c)
+{
+	tp_listener_t *l = c->listener;
+
+	if (!l || !l->client_ctx || l->npools == 0)
+		return false;
+	for (size_t i = 0; i < l->npools; i++)
+		if (l->pools[i]->conf->client_tls.mode != CONF_CTLS_REQUIRE)
+			return false;
+	return true;
+}
+
 void tp_conn_fail(tp_conn_t *c, int err, const char *fmt, ...)
 {
 	va_list ap;

@@ -266,6 +266,8 @@ static bool apply(tp_conn_t *src, tp_conn_t *dst, int action)
 	}
 	if (action & TP_MSG_BROKEN)
 		src->broken = true;
+	if (action & TP_MSG_PIN) /* the server says session state was set */
+		dst->pinned = true;
 	if ((action & TP_MSG_READY) && src->pending > 0)
 		src->pending--;
 	if ((action & (TP_MSG_READY | TP_MSG_IDLE)) ==

@@ -421,6 +421,8 @@ static void wait_timeout(tp_conn_t *c)
 
 static void link_pair(tp_pool_t *pool, tp_conn_t *c, tp_conn_t *s)
 {
+	tp_step_t sync;
+
 	if (c->state == TP_C_WAITING) {
 		/* The wait's deadline says when it began: no field for it. */
 		double wait_ms = conf_ms(pool->conf->pool.wait_timeout);
@@ -450,8 +452,20 @@ static void link_pair(tp_pool_t *pool, tp_conn_t *c, tp_conn_t *s)
 			return;
 		}
 	}
-	if (c->proto->server_sync &&
-	    c->proto->server_sync(s, c) == TP_STEP_MORE) {
+	sync =
+	    c->proto->server_sync ? c->proto->server_sync(s, c) : TP_STEP_DONE;
+	if (sync == TP_STEP_CLOSE) {
+		/* This server cannot take the client's settings: drop it and
+		 * find the client another. */
+		c->peer = NULL;
+		s->peer = NULL;
+		s->broken = true;
+		tp_conn_set_state(c, TP_C_IDLE);
+		tp_conn_close(s, "server cannot take the client's settings");
+		tp_pool_acquire(pool, c);
+		return;
+	}
+	if (sync == TP_STEP_MORE) {
 		/* The client's bytes wait until the server is in step. */
 		s->syncing = true;
 		tp_conn_deadline(
@@ -611,6 +625,7 @@ static bool reusable(tp_conn_t *s, tp_conn_t *c)
 void tp_pool_client_gone(tp_pool_t *pool, tp_conn_t *c)
 {
 	tp_conn_t *s = c->peer;
+	tp_step_t reset;
 	bool full;
 
 	pool->nclients--;
@@ -624,7 +639,12 @@ void tp_pool_client_gone(tp_pool_t *pool, tp_conn_t *c)
 	}
 	full = pool->conf->pool.mode == CONF_POOL_SESSION || c->pinned;
 	tp_conn_set_state(s, TP_S_RESET);
-	if (s->proto->server_reset(s, full) == TP_STEP_DONE) {
+	reset = s->proto->server_reset(s, full);
+	if (reset == TP_STEP_CLOSE) {
+		tp_conn_close(s, "server cannot be reset");
+		return;
+	}
+	if (reset == TP_STEP_DONE) {
 		tp_pool_server_ready(pool, s);
 		return;
 	}
