@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import CLIENT_PASSWORD, CLIENT_USER, _free_port
 from test_pg_clients import client_env
+from test_tds_common import tsql, write_freetds_conf
 
 FAMILIES = {
     "tokenpool_build_info": "gauge",
@@ -496,9 +497,23 @@ def test_every_protocol_shows_in_metrics_and_v1_pools(rig, tokenpool, pg_config,
     my["name"] = "orders_mysql"
     my["server"]["database"] = rig.mysql_database
     cfg["pools"].append(my)
+    sql_port = _free_port()
+    cfg["pools"].append({
+        "name": "orders_sql", "protocol": "sqlserver", "listen": f"127.0.0.1:{sql_port}",
+        "server": {"host": rig.tds_host, "port": rig.tds_port, "database": "orders",
+                   "user": rig.identity("system")["db_user"], "scope": rig.tds_scope,
+                   "tls": {"mode": "verify-full", "ca_file": rig.ca_file}},
+        "clients": [{"user": CLIENT_USER, "password": CLIENT_PASSWORD}],
+        "client_tls": {"mode": "allow", "cert_file": rig.server_cert_file,
+                       "key_file": rig.server_key_file},
+    })
     tp = tokenpool(cfg)
     wait_ready(tp)
     assert one(tp.pg_dsn(), "SELECT 1") == 1
+    conf = os.path.join(os.path.dirname(tp.config_path), "freetds.conf")
+    write_freetds_conf(conf, sql_port, rig.ca_file)
+    out = tsql(conf, "SELECT SUSER_SNAME()", database="orders_sql")
+    assert rig.identity("system")["db_user"] in out, out
     host, port = my["listen"].rsplit(":", 1)
     conn = pymysql.connect(host=host, port=int(port), user=CLIENT_USER, password=CLIENT_PASSWORD,
                            database="orders_mysql")
@@ -510,10 +525,12 @@ def test_every_protocol_shows_in_metrics_and_v1_pools(rig, tokenpool, pg_config,
         conn.close()
     pools = pools_json(tp)
     assert {n: p["protocol"] for n, p in pools.items()} == {rig.pg_database: "postgres",
-                                                            "orders_mysql": "mysql"}
+                                                            "orders_mysql": "mysql",
+                                                            "orders_sql": "sqlserver"}
     assert all(p["ready"] for p in pools.values()), pools
     s, _ = metrics(tp)
-    for name, proto in ((rig.pg_database, "postgres"), ("orders_mysql", "mysql")):
+    for name, proto in ((rig.pg_database, "postgres"), ("orders_mysql", "mysql"),
+                        ("orders_sql", "sqlserver")):
         assert sample(s, "tokenpool_client_connections_total", pool=name) >= 1
         assert sample(s, "tokenpool_server_logins_total", pool=name, outcome="ok") >= 1
         assert sample(s, "tokenpool_queries_total", pool=name) >= 1
