@@ -94,6 +94,15 @@ static int nservers(tp_pool_t *pool)
 
 static void server_timeout(tp_conn_t *s)
 {
+	/* Still waiting for its token (the wait's own timeout, a little
+	 * earlier, lost the race on a starved loop): that is the reason. */
+	if (!s->fail_msg && s->up->token_wait)
+		tp_conn_fail(
+		    s, TP_ETOKEN,
+		    "no access token for %s within %g s (identity: %s)",
+		    s->pool->conf->server.scope,
+		    s->pool->conf->pool.connect_timeout,
+		    tp_pool_identity_label(s->pool));
 	if (!s->fail_msg)
 		tp_conn_fail(s, TP_ETIMEOUT,
 			     "server %s did not finish within %g s",
@@ -317,8 +326,17 @@ static void get_secret_then_connect(tp_conn_t *s)
 	} else {
 		/* A little under the login's own deadline, so a client hears
 		 * the identity endpoint's failure rather than a bare timeout.
-		 */
+		 * Counted from the deadline itself: the wait's timer starts
+		 * from the loop's fresh time, the deadline from its cached
+		 * one, which a busy loop may have left behind. */
 		double t = pool->conf->pool.connect_timeout - 0.1;
+
+		if (s->due) {
+			uv_update_time(s->tp->loop);
+			t = ((double)s->due_ms - (double)tp_now_ms(s->tp)) /
+				1000.0 -
+			    0.1;
+		}
 
 		rc = auth_token_wait(s->tp->tokens, pool->identity, srv->scope,
 				     t > 0.05 ? t : 0.05, on_token, s,
@@ -532,12 +550,14 @@ static void probe_ready(tp_conn_t *s)
 
 void tp_pool_server_ready(tp_pool_t *pool, tp_conn_t *s)
 {
+	bool fresh = s->state == TP_S_CONNECTING;
+
 	tp_conn_deadline_stop(s);
 	if (s->up->probe) {
 		probe_ready(s);
 		return;
 	}
-	if (s->state == TP_S_CONNECTING) {
+	if (fresh) {
 		const uint8_t *params;
 		size_t len;
 
@@ -566,7 +586,13 @@ void tp_pool_server_ready(tp_pool_t *pool, tp_conn_t *s)
 		s->up->login.secret = NULL;
 	}
 	s->peer = NULL;
-	if (expired(pool, s) || s->broken) {
+	/* The login is over: from here a close is not a failed login (which
+	 * would refuse the waiting clients) but a server going away. */
+	if (fresh)
+		tp_conn_set_state(s, TP_S_IDLE);
+	/* A fresh server serves one client even if its login took longer
+	 * than the lifetime: else a slow server could never serve anyone. */
+	if ((expired(pool, s) && !fresh) || s->broken) {
 		tp_conn_close(s, s->broken ? "server is broken"
 					   : "server reached its lifetime");
 		return;

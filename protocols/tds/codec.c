@@ -69,6 +69,12 @@ int tds_msg_frame(const uint8_t *buf, size_t len, size_t max_payload,
 			type = h.type;
 		else if (h.type != type)
 			return TP_EPROTO;
+		/* No packet is longer than the largest size a login can
+		 * negotiate: a header claiming more is garbage, refused now
+		 * rather than waited for (it would hold the connection until
+		 * the login timeout). */
+		if (h.length > TDS_MAX_PACKET)
+			return TP_EPROTO;
 		payload += h.length - TDS_HDR;
 		if (payload > max_payload)
 			return TP_ETOOBIG;

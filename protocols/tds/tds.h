@@ -76,8 +76,9 @@ int tds_frame(const uint8_t *buf, size_t len, size_t *pkt_len) TP_MUST_CHECK;
  * A whole message at buf: packets of one type up to and including the one
  * with EOM. On 0, *msg_len is its size on the wire and *payload_len the
  * sum of its packets' payloads. TP_EAGAIN while incomplete, TP_EPROTO when
- * the type changes inside the message, TP_ETOOBIG when the payload would
- * exceed max_payload (checked as soon as it is known, not at EOM).
+ * the type changes inside the message or a packet claims more than
+ * TDS_MAX_PACKET bytes, TP_ETOOBIG when the payload would exceed
+ * max_payload (both checked as soon as the header is in, not at EOM).
  */
 int tds_msg_frame(const uint8_t *buf, size_t len, size_t max_payload,
 		  size_t *msg_len, size_t *payload_len) TP_MUST_CHECK;

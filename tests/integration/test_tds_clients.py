@@ -266,17 +266,6 @@ def test_identity_endpoint_failure_is_reported(rig, tds, started):
     assert "token" in out["connect"]["error"], out
 
 
-def test_pool_full_is_a_clear_error(rig, tds, started):
-    tp, port = started(pool={"max_clients": 1})
-    holder = TdsClient("127.0.0.1", port, rig.ca_file)
-    holder.login(user=CLIENT_USER, password=CLIENT_PASSWORD, fedauth_required=False)
-    try:
-        out = tedious(rig, port, [])
-        assert not out["connect"]["ok"] and "max_clients" in out["connect"]["error"], out
-    finally:
-        holder.close()
-
-
 def test_upstream_login_refused_is_reported(rig, tds, started):
     tds.target.config(fail_logins={"count": -1, "number": 40613, "class": 17,
                                    "message": "Database 'orders' is not currently available."})

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -135,3 +136,183 @@ def mssql_connect(port, conf, **kw):
                 database="orders", login_timeout=10)
     args.update(kw)
     return pymssql.connect(**args)
+
+
+# ---------------------------------------------------------------- client loops
+
+# Drives tedious connections against one or more tokenpool listeners until a
+# stop file appears (or `seconds` pass) and reports every attempt. Targets:
+# [{port, workers, persistent, sql}]. A churn worker connects, runs sql and
+# disconnects, over and over; a persistent worker keeps its connection and
+# reconnects after an error. An attempt: [start, end (ms since t0, the epoch
+# ms the loop started at), ok, detail]
+# where detail is the first row's first value or the error text (tedious'
+# message plus every ERROR token the connection received, "NUMBER: text").
+CLIENT_LOOP = r"""
+const { Connection, Request } = require('tedious');
+const fs = require('fs');
+const cfg = JSON.parse(process.argv[1]);
+const ca = cfg.ca ? fs.readFileSync(cfg.ca) : undefined;
+const t0 = Date.now();
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+function stopping() {
+  return (cfg.seconds && Date.now() - t0 > cfg.seconds * 1000) || (cfg.stopFile && fs.existsSync(cfg.stopFile));
+}
+function connect(port) {
+  return new Promise((resolve, reject) => {
+    const c = new Connection({ server: 'localhost',
+      authentication: { type: 'default', options: { userName: cfg.user, password: cfg.password } },
+      options: { port, encrypt: cfg.encrypt === undefined ? true : cfg.encrypt, database: 'orders',
+                 trustServerCertificate: false, cryptoCredentialsDetails: ca ? { ca } : undefined,
+                 connectTimeout: cfg.connectTimeout || 20000, requestTimeout: 0,
+                 maxRetriesOnTransientErrors: 0, rowCollectionOnRequestCompletion: true } });
+    c.msgs = [];
+    c.on('errorMessage', (e) => c.msgs.push(`${e.number}: ${e.message}`));
+    c.on('error', (e) => c.msgs.push(`error: ${e.message}`));
+    c.connect((err) => (err ? reject(Object.assign(err, { msgs: c.msgs })) : resolve(c)));
+  });
+}
+function exec(c, sql) {
+  return new Promise((resolve, reject) => {
+    const r = new Request(sql, (err, n, rows) => (err ? reject(Object.assign(err, { msgs: c.msgs }))
+                                                     : resolve(rows)));
+    c.execSql(r);
+  });
+}
+function detail(e) {
+  const msgs = (e && e.msgs) || [];
+  return [String(e && e.message)].concat(msgs).join(' | ');
+}
+async function worker(target, log) {
+  let c = null;
+  while (!stopping()) {
+    const t = Date.now() - t0;
+    try {
+      if (!c) c = await connect(target.port);
+      const rows = await exec(c, target.sql || 'SELECT SUSER_SNAME()');
+      log.push([t, Date.now() - t0, true, rows.length ? rows[0][0].value : null]);
+      if (!target.persistent) { c.close(); c = null; } else { await sleep(target.pauseMs || 20); }
+    } catch (e) {
+      log.push([t, Date.now() - t0, false, detail(e)]);
+      if (c) { try { c.close(); } catch (x) { /* closed already */ } c = null; }
+      await sleep(50);
+    }
+  }
+  if (c) c.close();
+}
+(async () => {
+  const logs = cfg.targets.map(() => []);
+  const all = [];
+  cfg.targets.forEach((tg, i) => {
+    for (let w = 0; w < (tg.workers || 1); w++) all.push(worker(tg, logs[i]));
+  });
+  await Promise.all(all);
+  process.stdout.write(JSON.stringify({ logs, t0, ms: Date.now() - t0 }) + '\n', () => process.exit(0));
+})();
+"""
+
+
+class ClientLoop:
+    """CLIENT_LOOP in the background: start(), then stop() returns one list
+    of attempts per target: (start, end, ok, detail), times as time.time()."""
+
+    def __init__(self, workdir, targets, ca=None, seconds=None, **cfg):
+        self.stop_file = os.path.join(workdir, f"loop-stop-{os.getpid()}-{id(self)}")
+        if os.path.exists(self.stop_file):
+            os.unlink(self.stop_file)
+        c = {"targets": targets, "ca": ca, "user": CLIENT_USER, "password": CLIENT_PASSWORD,
+             "stopFile": self.stop_file, "seconds": seconds}
+        c.update(cfg)
+        self.cfg = c
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(["node", "-e", CLIENT_LOOP, json.dumps(self.cfg)], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True,
+                                     env=dict(os.environ, NODE_PATH=NODE_MODULES))
+        return self
+
+    def stop(self, timeout=60):
+        with open(self.stop_file, "w"):
+            pass
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+            raise AssertionError(f"client loop did not stop within {timeout}s: {err[-2000:]}")
+        finally:
+            os.unlink(self.stop_file)
+        assert self.proc.returncode == 0 and out, f"client loop failed: {err[-3000:]}"
+        report = json.loads(out.splitlines()[-1])
+        t0 = report["t0"] / 1000.0
+        return [[(t0 + t / 1000.0, t0 + e / 1000.0, ok, d) for t, e, ok, d in log] for log in report["logs"]]
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        if self.proc and self.proc.poll() is None:
+            with open(self.stop_file, "w"):
+                pass
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def errors_in(log):
+    """(start, end, detail) of the failed attempts."""
+    return [(t, e, d) for t, e, ok, d in log if not ok]
+
+
+def wait_until(cond, timeout, what, step=0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(step)
+
+
+def metrics(tp):
+    """tokenpool's /metrics as {(name, frozenset(labels)): value}."""
+    import urllib.request
+
+    host, port = tp.http
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name_labels, value = line.rsplit(" ", 1)
+        if "{" in name_labels:
+            name, labels = name_labels[:-1].split("{", 1)
+            pairs = frozenset(tuple(kv.split("=", 1)) for kv in labels.split(",") if kv)
+            pairs = frozenset((k, v.strip('"')) for k, v in pairs)
+        else:
+            name, pairs = name_labels, frozenset()
+        out[(name, pairs)] = float(value)
+    return out
+
+
+def metric(m, name, **labels):
+    """Sum of the samples of name whose labels include the given ones."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in m.items() if n == name and want <= set(ls))
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def has_asan(pid):
+    with open(f"/proc/{pid}/maps") as f:
+        return "libasan" in f.read()

@@ -167,6 +167,36 @@ static void test_msg_frame(void)
 	CHECK_EQ_INT(m, 32);
 }
 
+/* A header claiming more than any negotiable packet size is refused as
+ * soon as it is in, whatever the message may hold: garbage (or a client
+ * that would stall the login) is not waited for. */
+static void test_msg_frame_oversized_packet(void)
+{
+	uint8_t b[32] = {0};
+	size_t m = 0, p = 0;
+	tds_header_t h = {.type = TDS_PKT_LOGIN7, .status = TDS_ST_EOM};
+
+	h.length = TDS_MAX_PACKET;
+	tds_header_put(b, &h);
+	CHECK_EQ_INT(tds_msg_frame(b, 8, 128 * 1024, &m, &p), TP_EAGAIN);
+	h.length = TDS_MAX_PACKET + 1;
+	tds_header_put(b, &h);
+	CHECK_EQ_INT(tds_msg_frame(b, 8, 128 * 1024, &m, &p), TP_EPROTO);
+	h.length = 0xFFFF;
+	tds_header_put(b, &h);
+	CHECK_EQ_INT(tds_msg_frame(b, 8, 128 * 1024, &m, &p), TP_EPROTO);
+	CHECK_EQ_INT(tds_msg_frame(b, 8, 16, &m, &p), TP_EPROTO);
+	/* ... also in a later packet of the message */
+	h.length = 9;
+	h.status = 0;
+	tds_header_put(b, &h);
+	h.length = 0xFFFF;
+	tds_header_put(b + 9, &h);
+	CHECK_EQ_INT(tds_msg_frame(b, 9, 128 * 1024, &m, &p), TP_EAGAIN);
+	CHECK_EQ_INT(tds_msg_frame(b, 16, 128 * 1024, &m, &p), TP_EAGAIN);
+	CHECK_EQ_INT(tds_msg_frame(b, 17, 128 * 1024, &m, &p), TP_EPROTO);
+}
+
 static void test_attention(void)
 {
 	uint8_t a[8] = {0x06, 0x01, 0x00, 0x08, 0, 0, 1, 0};
@@ -984,8 +1014,8 @@ static void test_all_headers(void)
 }
 
 TP_TEST_MAIN(TP_TEST(test_header), TP_TEST(test_frame), TP_TEST(test_msg_frame),
-	     TP_TEST(test_attention), TP_TEST(test_packetize),
-	     TP_TEST(test_packer_chunks),
+	     TP_TEST(test_msg_frame_oversized_packet), TP_TEST(test_attention),
+	     TP_TEST(test_packetize), TP_TEST(test_packer_chunks),
 	     TP_TEST(test_packer_exact_and_zero_copy), TP_TEST(test_unpacker),
 	     TP_TEST(test_unpacker_first_status), TP_TEST(test_reframe),
 	     TP_TEST(test_prelogin_spec), TP_TEST(test_prelogin_roundtrip),
