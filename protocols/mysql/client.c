@@ -8,20 +8,31 @@
  * configured credential:
  *   mysql_native_password   SHA1(SHA1(p)) verifies the scramble;
  *   caching_sha2_password   fast path from SHA256(SHA256(p)) ("01 03"),
- *                           or full authentication ("01 04", the password
- *                           in clear) over TLS when only a plain-checkable
- *                           credential (a SCRAM hash) is configured.
+ *                           or full authentication ("01 04") when only a
+ *                           plain-checkable credential (a SCRAM hash) is
+ *                           configured: the password in clear over TLS,
+ *                           or without TLS RSA-OAEP encrypted (XOR the
+ *                           scramble) with tokenpool's public key, which a
+ *                           client asks for with "02".
  * A client whose method cannot be checked is switched (AuthSwitchRequest)
  * to one that can. Unknown users go through the same exchange and fail
  * like a wrong password. The final OK is written by my_client_welcome(),
  * once a pooled server's status is known.
  *
- * Not here: RSA key exchange for caching_sha2 full authentication without
- * TLS (clients get a clear error), the upstream login (server.c).
+ * The RSA key pair is made on the first request for it and kept for the
+ * life of the process (one 2048-bit key generation, tens of milliseconds,
+ * paid by the first client that needs it rather than by every start).
+ *
+ * Not here: the upstream login (server.c).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
 
 #include "protocols/mysql/internal.h"
 
@@ -182,16 +193,12 @@ static tp_step_t switch_to(tp_conn_t *c, enum my_method m)
 }
 
 /* caching_sha2_password "perform full authentication": the password in
- * clear, which only TLS makes acceptable. */
+ * clear over TLS, RSA-encrypted without (on_full_auth). */
 static tp_step_t full_auth(tp_conn_t *c)
 {
 	my_client_t *st = my_client(c);
 	uint8_t buf[8];
 
-	if (!tp_conn_tls(c))
-		return fail_code(c, TP_EAUTH, 1045, "28000",
-				 "caching_sha2_password full authentication "
-				 "requires a TLS connection");
 	send_packet(c, buf,
 		    my_write_more_data(buf, sizeof(buf),
 				       (uint8_t)(st->h.seq + 1),
@@ -276,21 +283,124 @@ static tp_step_t check_scramble(tp_conn_t *c, my_str_t data)
 	return check_sha2(c, v, data);
 }
 
-static tp_step_t on_full_auth(tp_conn_t *c, const uint8_t *pl, size_t len)
+/* ---- RSA key exchange (full authentication without TLS) ---- */
+
+#define MY_RSA_BITS 2048
+
+/* The process's key pair and its public half as PEM (SubjectPublicKeyInfo,
+ * what MySQL servers send). Made once; reachable until exit. */
+static EVP_PKEY *rsa_key;
+static char *rsa_pem;
+static size_t rsa_pem_len;
+
+static int rsa_ready(void)
+{
+	EVP_PKEY *key;
+	BIO *bio;
+	char *data;
+	long n;
+
+	if (rsa_key)
+		return 0;
+	key = EVP_RSA_gen(MY_RSA_BITS);
+	bio = key ? BIO_new(BIO_s_mem()) : NULL;
+	if (!bio || PEM_write_bio_PUBKEY(bio, key) != 1 ||
+	    (n = BIO_get_mem_data(bio, &data)) <= 0 ||
+	    !(rsa_pem = malloc((size_t)n))) {
+		BIO_free(bio);
+		EVP_PKEY_free(key);
+		return TP_ENOMEM;
+	}
+	memcpy(rsa_pem, data, (size_t)n);
+	rsa_pem_len = (size_t)n;
+	BIO_free(bio);
+	rsa_key = key;
+	return 0;
+}
+
+/* RSA-OAEP (SHA-1, as MySQL uses) decryption of in with the process key
+ * into out (cap bytes); the plaintext's length, or 0 on any failure. */
+static size_t rsa_decrypt(const uint8_t *in, size_t len, uint8_t *out,
+			  size_t cap)
+{
+	EVP_PKEY_CTX *ctx;
+	size_t n = cap;
+	bool ok;
+
+	if (!rsa_key || len != (size_t)EVP_PKEY_get_size(rsa_key))
+		return 0;
+	ctx = EVP_PKEY_CTX_new(rsa_key, NULL);
+	ok = ctx && EVP_PKEY_decrypt_init(ctx) > 0 &&
+	     EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) > 0 &&
+	     EVP_PKEY_decrypt(ctx, out, &n, in, len) > 0;
+	EVP_PKEY_CTX_free(ctx);
+	return ok ? n : 0;
+}
+
+/* AuthMoreData with the PEM public key: the answer to "02". */
+static tp_step_t send_public_key(tp_conn_t *c)
+{
+	my_client_t *st = my_client(c);
+	uint8_t *buf;
+	size_t n;
+
+	if (st->key_sent) /* asked twice: not a client we understand */
+		return fail(c, TP_EPROTO, "Bad handshake");
+	if (rsa_ready() != 0)
+		return fail(c, TP_ENOMEM, "cannot make an RSA key");
+	buf = malloc(rsa_pem_len + 8);
+	if (!buf)
+		return fail(c, TP_ENOMEM, "out of memory");
+	n = my_write_more_data(buf, rsa_pem_len + 8, (uint8_t)(st->h.seq + 1),
+			       (const uint8_t *)rsa_pem, rsa_pem_len);
+	send_packet(c, buf, n);
+	free(buf);
+	st->h.seq++;
+	st->key_sent = true;
+	return TP_STEP_MORE;
+}
+
+/* The password in clear (len bytes, no NUL) against the credential. */
+static tp_step_t check_password(tp_conn_t *c, const char *pw, size_t len)
 {
 	const tp_route_t *r = tp_conn_get_route(c);
 
-	if (len == 1 && pl[0] == 0x02) /* asks for our RSA public key */
-		return fail_code(c, TP_EAUTH, 1045, "28000",
-				 "caching_sha2_password over RSA is not "
-				 "supported: connect with TLS");
-	if (len == 0 || pl[len - 1] != 0)
-		return fail(c, TP_EPROTO, "Bad handshake");
 	if (!r || !r->client ||
-	    !auth_check_plain(r->client, r->verifier, (const char *)pl,
-			      len - 1))
+	    !auth_check_plain(r->client, r->verifier, pw, len))
 		return access_denied(c, true);
 	return authenticated(c);
+}
+
+/* Without TLS: "02" asks for the public key; anything else is the
+ * password and its NUL, XOR the scramble, RSA-encrypted with that key.
+ * A password in clear is never taken here (it would fail to decrypt). */
+static tp_step_t on_rsa(tp_conn_t *c, const uint8_t *pl, size_t len)
+{
+	my_client_t *st = my_client(c);
+	uint8_t plain[MY_RSA_BITS / 8];
+	size_t n;
+	tp_step_t step;
+
+	if (len == 1 && pl[0] == 0x02)
+		return send_public_key(c);
+	n = rsa_decrypt(pl, len, plain, sizeof(plain));
+	for (size_t i = 0; i < n; i++)
+		plain[i] ^= st->nonce[i % MY_NONCE_LEN];
+	if (n == 0 || plain[n - 1] != 0)
+		step = access_denied(c, true);
+	else
+		step = check_password(c, (const char *)plain, n - 1);
+	OPENSSL_cleanse(plain, sizeof(plain));
+	return step;
+}
+
+static tp_step_t on_full_auth(tp_conn_t *c, const uint8_t *pl, size_t len)
+{
+	if (!tp_conn_tls(c))
+		return on_rsa(c, pl, len);
+	if (len == 0 || pl[len - 1] != 0)
+		return fail(c, TP_EPROTO, "Bad handshake");
+	return check_password(c, (const char *)pl, len - 1);
 }
 
 /* ---- HandshakeResponse41 ---- */
@@ -407,10 +517,15 @@ tp_step_t my_client_read(tp_conn_t *c, const uint8_t *buf, size_t len,
 
 	*consumed = 0;
 	while (step == TP_STEP_MORE && st->h.phase != MYC_DONE) {
+		/* A length no login packet has is refused on the header:
+		 * nothing waits for (or buffers) what a client only claims. */
+		if (len - *consumed >= MY_HDR &&
+		    my_payload_len(buf + *consumed) > MY_MAX_LOGIN)
+			return fail(c, TP_EPROTO, "Bad handshake");
 		err = my_frame(buf + *consumed, len - *consumed, &n);
 		if (err == TP_EAGAIN)
 			return TP_STEP_MORE;
-		if (err || n - MY_HDR > MY_MAX_LOGIN)
+		if (err)
 			return fail(c, TP_EPROTO, "Bad handshake");
 		if (n > len - *consumed)
 			return TP_STEP_MORE;

@@ -369,6 +369,13 @@ unsigned my_track_server(my_track_t *t, const uint8_t *pkt, size_t have,
 	if (have < MY_HDR || pkt_len < MY_HDR || have > pkt_len)
 		return broken(t);
 	plen = pkt_len - MY_HDR;
+	/* Most packets are rows: neither an end (0xFE) nor an error. */
+	if (t->phase == P_ROWS && !t->cont && have > MY_HDR && t->count &&
+	    pkt[MY_HDR] != 0xfe && pkt[MY_HDR] != 0xff) {
+		t->cont = plen == MY_MAX_PAYLOAD;
+		*tag = t->tags[t->head];
+		return 0;
+	}
 	avail = have - MY_HDR;
 	if (t->cont) {
 		t->cont = plen == MY_MAX_PAYLOAD;

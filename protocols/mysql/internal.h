@@ -79,6 +79,8 @@ typedef struct my_client {
 	uint8_t method;	 /* enum my_method being verified */
 	uint8_t charset; /* what the client asked for at login */
 	bool multi;	 /* wants MULTI_STATEMENTS */
+	bool key_sent;	 /* our RSA public key went out (full auth) */
+	bool pinned;	 /* told the engine so: its SQL need not be read */
 	uint64_t caps;	 /* the client's capabilities & what we offered */
 	uint64_t offered;
 	uint8_t nonce[MY_NONCE_LEN];

@@ -117,6 +117,18 @@ static int on_kill(tp_conn_t *c, tp_conn_t *s, uint64_t id, bool query_only)
 	return TP_MSG_DROP | TP_MSG_REQUEST;
 }
 
+/* Whether this client's SQL text must be read for session state: only in
+ * transaction mode (a session-mode client keeps its server anyway) and
+ * only until it is pinned (the engine keeps a pin until the client
+ * leaves), so most queries are never scanned. */
+static bool scan_sql(tp_conn_t *c)
+{
+	const tp_route_t *r = tp_conn_get_route(c);
+
+	return !my_client(c)->pinned && r &&
+	       r->pool->pool.mode == CONF_POOL_TRANSACTION;
+}
+
 static int on_query(tp_conn_t *c, tp_conn_t *s, const uint8_t *msg, size_t have,
 		    size_t msg_len)
 {
@@ -139,7 +151,8 @@ static int on_query(tp_conn_t *c, tp_conn_t *s, const uint8_t *msg, size_t have,
 	}
 	if (my_track_push(&my_server(s)->trk, MY_REPLY_RESULT, MY_TAG_PASS))
 		return TP_MSG_REQUEST | TP_MSG_PIN;
-	return TP_MSG_REQUEST | (my_sql_pins(sql, n) ? TP_MSG_PIN : 0);
+	return TP_MSG_REQUEST |
+	       (scan_sql(c) && my_sql_pins(sql, n) ? TP_MSG_PIN : 0);
 }
 
 /* The session as the client expects it right after a reset: tracking
@@ -225,17 +238,13 @@ static int push(tp_conn_t *s, uint8_t cmd, int flags)
 	return flags;
 }
 
-static int my_client_msg(tp_conn_t *c, const uint8_t *msg, size_t have,
-			 size_t msg_len)
+/* One packet of client c, which holds server s. */
+static int classify(tp_conn_t *c, tp_conn_t *s, const uint8_t *msg, size_t have,
+		    size_t msg_len)
 {
-	tp_conn_t *s = tp_conn_peer(c);
 	my_server_t *ss;
 	uint8_t cmd;
 
-	if (!s) /* no server yet: only goodbyes matter */
-		return have > MY_HDR && msg[MY_HDR] == MY_COM_QUIT
-			   ? TP_MSG_CLOSE
-			   : TP_MSG_REQUEST;
 	ss = my_server(s);
 	if (my_track_client(&ss->trk, msg, have, msg_len))
 		return TP_MSG_FORWARD; /* continuation, LOCAL INFILE data */
@@ -277,6 +286,22 @@ static int my_client_msg(tp_conn_t *c, const uint8_t *msg, size_t have,
 	}
 }
 
+static int my_client_msg(tp_conn_t *c, const uint8_t *msg, size_t have,
+			 size_t msg_len)
+{
+	tp_conn_t *s = tp_conn_peer(c);
+	int act;
+
+	if (!s) /* no server yet: only goodbyes matter */
+		return have > MY_HDR && msg[MY_HDR] == MY_COM_QUIT
+			   ? TP_MSG_CLOSE
+			   : TP_MSG_REQUEST;
+	act = classify(c, s, msg, have, msg_len);
+	if (act & TP_MSG_PIN)
+		my_client(c)->pinned = true;
+	return act;
+}
+
 /* An OK for a client whose SESSION_TRACK setting differs from its
  * server's: the same OK in the layout the client parses. */
 static bool rewrite_ok(tp_conn_t *c, tp_conn_t *s, const uint8_t *msg,
@@ -307,11 +332,16 @@ static int my_server_msg(tp_conn_t *s, const uint8_t *msg, size_t have,
 			 size_t msg_len)
 {
 	my_server_t *ss = my_server(s);
-	tp_conn_t *c = tp_conn_peer(s);
+	tp_conn_t *c;
 	uint8_t tag;
 	unsigned ev = my_track_server(&ss->trk, msg, have, msg_len, &tag);
 	int act = 0;
 
+	/* Most packets (rows, definitions) are the middle of a client's
+	 * answer: nothing to decide. */
+	if (!ev && tag != MY_TAG_SWALLOW && tag != MY_TAG_SUBST)
+		return TP_MSG_FORWARD;
+	c = tp_conn_peer(s);
 	if (ev & MY_EV_BROKEN)
 		act |= TP_MSG_BROKEN;
 	if (tag != MY_TAG_SWALLOW && (ev & MY_EV_PIN))

@@ -485,6 +485,10 @@ tp_step_t my_server_read(tp_conn_t *s, const tp_login_t *login,
 	while (step == TP_STEP_MORE) {
 		const uint8_t *p = buf + *consumed;
 
+		if (len - *consumed >= MY_HDR &&
+		    my_payload_len(p) > MY_MAX_LOGIN)
+			return server_fail(s, TP_EPROTO,
+					   "packet too large during login");
 		err = my_frame(p, len - *consumed, &n);
 		if (err == TP_EAGAIN || (!err && n > len - *consumed))
 			return step;

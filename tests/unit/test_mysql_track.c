@@ -319,6 +319,36 @@ static void test_pipelined_and_tags(void)
 	CHECK(!my_track_busy(&t));
 }
 
+/* Rows take a short path through the tracker: they still carry their
+ * command's tag, a 16 MB row's continuation is still one, and the end of
+ * the rows is still seen. */
+static void test_rows_keep_tag_and_continuations(void)
+{
+	my_track_t t;
+	uint8_t big[5] = {0xff, 0xff, 0xff, 4, 0x41}, tag = 0;
+
+	my_track_init(&t, CAPS, MY_ST_AUTOCOMMIT);
+	CHECK_EQ_INT(my_track_push(&t, MY_REPLY_RESULT, 5), 0);
+	CHECK_EQ_INT(feed_tag(&t, "01", &tag), 0);
+	CHECK_EQ_INT(feed_tag(&t, COLDEF_A, &tag), 0);
+	CHECK_EQ_INT(feed_tag(&t, EOF_IDLE, &tag), MY_EV_EOF);
+	for (int i = 0; i < 3; i++) {
+		tag = 0;
+		CHECK_EQ_INT(feed_tag(&t, "0131", &tag), 0);
+		CHECK_EQ_INT(tag, 5);
+	}
+	/* a 16 MB row, then its continuation starting like an ERR: a
+	 * continuation all the same */
+	CHECK_EQ_INT(my_track_server(&t, big, 5, MY_MAX_PAYLOAD + 4, &tag), 0);
+	CHECK_EQ_INT(tag, 5);
+	CHECK_EQ_INT(feed_tag(&t, "ff0102", &tag), MY_EV_CONT);
+	CHECK_EQ_INT(feed_tag(&t, "fb", &tag), 0); /* a NULL row */
+	CHECK_EQ_INT(feed_tag(&t, EOF_IDLE, &tag),
+		     MY_EV_DONE | MY_EV_IDLE | MY_EV_EOF);
+	CHECK_EQ_INT(tag, 5);
+	CHECK(!my_track_busy(&t));
+}
+
 static void test_unsolicited_and_overflow(void)
 {
 	my_track_t t;
@@ -453,4 +483,5 @@ TP_TEST_MAIN(TP_TEST(test_ping), TP_TEST(test_result_set),
 	     TP_TEST(test_unsolicited_and_overflow),
 	     TP_TEST(test_unexpected_packets), TP_TEST(test_cursor_and_fetch),
 	     TP_TEST(test_statistics_and_fields), TP_TEST(test_session_events),
-	     TP_TEST(test_stream))
+	     TP_TEST(test_stream),
+	     TP_TEST(test_rows_keep_tag_and_continuations))

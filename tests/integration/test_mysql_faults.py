@@ -1,0 +1,251 @@
+"""The rig's MariaDB going away under tokenpool, seen from MySQL clients.
+
+  * Restarted while clients run queries: those whose server died get an
+    error (an idle one is told why, MySQL-style, before the close), the
+    rest of the run succeeds, every client recovers once MariaDB is back,
+    and tokenpool neither crashes nor leaks descriptors or memory.
+  * Stopped: a client gets a 2013 error saying the server cannot be
+    reached, within connect_timeout; started again: service resumes.
+
+Runtime: about 20 s.
+"""
+
+import os
+import re
+import socket
+import struct
+import threading
+import time
+
+import pymysql
+import pytest
+
+from conftest import CLIENT_PASSWORD, CLIENT_USER
+
+CONNECT_TIMEOUT = 3
+
+
+def connect(tp, **kw):
+    kw.setdefault("autocommit", True)
+    kw.setdefault("connect_timeout", 10)
+    return pymysql.connect(host="127.0.0.1", port=tp.listen[1], user=CLIENT_USER,
+                           password=CLIENT_PASSWORD, database=tp.config["pools"][0]["name"], **kw)
+
+
+def whoami(tp):
+    conn = connect(tp)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT CURRENT_USER()")
+            return cur.fetchone()[0].split("@")[0]
+    finally:
+        conn.close()
+
+
+def wait_until(cond, timeout, what, step=0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(step)
+
+
+def _has_asan(pid):
+    with open(f"/proc/{pid}/maps") as f:
+        return "libasan" in f.read()
+
+
+def _vmrss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def _fds(pid):
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            pass
+    return sorted(out)
+
+
+def _server_sessions(rig, user):
+    """Connection ids of the token user's sessions on MariaDB."""
+    return {int(r[0]) for r in rig.mysql_admin("SELECT ID FROM information_schema.PROCESSLIST "
+                                               f"WHERE USER = '{user}'")}
+
+
+class SessionClients:
+    """Clients that stay connected and run queries in a loop; on an error
+    they record it and reconnect. Per client: list of (time, error|None)."""
+
+    def __init__(self, tp, n):
+        self.tp = tp
+        self.log = [[] for _ in range(n)]
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(n)]
+
+    def _run(self, i):
+        conn = None
+        while not self._stop.is_set():
+            t = time.monotonic()
+            try:
+                if conn is None:
+                    conn = connect(self.tp)
+                with conn.cursor() as cur:
+                    cur.execute("SELECT COUNT(*) FROM information_schema.COLLATIONS")
+                    assert cur.fetchone()[0] > 0
+                self.log[i].append((t, None))
+                time.sleep(0.01)
+            except pymysql.err.MySQLError as e:
+                self.log[i].append((t, repr(e)))
+                try:
+                    if conn is not None:
+                        conn.close()
+                except Exception:
+                    pass
+                conn = None
+                time.sleep(0.05)
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self):
+        for th in self._threads:
+            th.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for th in self._threads:
+            th.join(60)
+            assert not th.is_alive(), "a client thread is stuck"
+
+
+# ---------------------------------------------------------------- a raw client
+
+def _recv_packet(sock):
+    head = b""
+    while len(head) < 4:
+        chunk = sock.recv(4 - len(head))
+        if not chunk:
+            return None
+        head += chunk
+    n = head[0] | head[1] << 8 | head[2] << 16
+    body = b""
+    while len(body) < n:
+        chunk = sock.recv(n - len(body))
+        assert chunk, "closed inside a packet"
+        body += chunk
+    return body
+
+
+def raw_session(tp):
+    """A logged-in client on a raw socket (pymysql does the login; we take
+    its socket and read what tokenpool sends unasked)."""
+    conn = connect(tp)
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1")
+    sock = socket.socket(fileno=os.dup(conn._sock.fileno()))
+    return conn, sock
+
+
+# ---------------------------------------------------------------- restart
+
+def _quiet(rig, user, others):
+    """Wait until tokenpool holds no server connection (idle_timeout 1 s);
+    others: sessions that are not this tokenpool's."""
+    wait_until(lambda: not (_server_sessions(rig, user) - others), 10,
+               "idle server connections to close")
+    time.sleep(1.2)  # let tokenpool finish closing its side too
+
+
+def test_mariadb_restart_mid_run(rig, tokenpool, mysql_config):
+    user = rig.identity("system")["db_user"]
+    n = 4
+    others = _server_sessions(rig, user)
+    tp = tokenpool(mysql_config(pool={"mode": "session", "size": n + 1, "idle_timeout": 1,
+                                      "connect_timeout": 5, "wait_timeout": 10}))
+    with SessionClients(tp, n) as warm:  # allocator pools grown before the baseline
+        time.sleep(1.5)
+    assert not [e for log in warm.log for _, e in log if e]
+    _quiet(rig, user, others)
+    rss_before, fds_before = _vmrss_kib(tp.pid), _fds(tp.pid)
+
+    idle_conn, idle = raw_session(tp)
+    try:
+        with SessionClients(tp, n) as run:
+            time.sleep(1.5)
+            t_down = time.monotonic()
+            rig.restart_mysql("immediate")
+            t_up = time.monotonic()
+            time.sleep(2)
+            assert whoami(tp) == user  # a new client once MariaDB is back
+        assert tp.running, "tokenpool died\n" + tp.output()[-6000:]
+        # The idle client is told, before the close, with an ERR packet.
+        idle.settimeout(5)
+        pkt = _recv_packet(idle)
+        assert pkt is not None and pkt[0] == 0xFF, pkt
+        code = struct.unpack("<H", pkt[1:3])[0]
+        assert code == 2013, pkt
+        assert pkt[3:4] == b"#" and len(pkt) > 9, pkt  # SQLSTATE and a message
+        assert _recv_packet(idle) is None
+    finally:
+        idle.close()
+        try:
+            idle_conn.close()
+        except Exception:
+            pass
+
+    for i, log in enumerate(run.log):
+        errs = [(t, e) for t, e in log if e]
+        assert errs, f"client {i} saw no error across the restart"
+        late = [(t - t_up, e) for t, e in errs if t > t_up + 0.5]
+        assert not late, f"client {i} failed after MariaDB was back: {late[:3]}"
+        assert all(t >= t_down - 0.1 for t, _ in errs), f"client {i} failed before the restart: {errs[:3]}"
+        assert any(e is None and t > t_up for t, e in log), f"client {i} never recovered"
+        codes = {int(m.group(1)) for _, e in errs for m in [re.search(r"\((\d+),", e)] if m}
+        assert codes <= {2013, 2006, 1927, 1053}, errs[:3]
+
+    # Connection ids start again after a restart: any session now is one
+    # of this tokenpool's.
+    _quiet(rig, user, set())
+    rss_after, fds_after = _vmrss_kib(tp.pid), _fds(tp.pid)
+    assert len(fds_after) <= len(fds_before), f"file descriptors before {fds_before}\nafter {fds_after}"
+    bound = 2048 + (8192 if _has_asan(tp.pid) else 0)
+    assert rss_after - rss_before < bound, f"VmRSS grew from {rss_before} to {rss_after} KiB"
+    assert whoami(tp) == user
+
+
+def test_mariadb_stopped_then_started(rig, tokenpool, mysql_config):
+    user = rig.identity("system")["db_user"]
+    tp = tokenpool(mysql_config(pool={"connect_timeout": CONNECT_TIMEOUT, "wait_timeout": 20}))
+    assert whoami(tp) == user  # a server connection now sits idle in the pool
+    rig.stop_mysql()
+    try:
+        for _ in range(2):
+            t0 = time.monotonic()
+            with pytest.raises(pymysql.err.OperationalError) as exc:
+                conn = connect(tp)
+                try:
+                    with conn.cursor() as cur:
+                        cur.execute("SELECT 1")
+                finally:
+                    conn.close()
+            took = time.monotonic() - t0
+            code, msg = exc.value.args[0], exc.value.args[1]
+            assert code == 2013, exc.value.args
+            assert re.search(r"connect.*refused", msg, re.I), msg
+            assert took < CONNECT_TIMEOUT + 2, f"refusal took {took:.1f}s"
+    finally:
+        rig.start_mysql()
+    t0 = time.monotonic()
+    assert whoami(tp) == user
+    assert time.monotonic() - t0 < 5
+    assert tp.running
