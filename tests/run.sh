@@ -33,11 +33,12 @@ if [ "${TP_SKIP_SANITIZE:-0}" != 1 ]; then
 		run_suite build-asan -DTP_SANITIZE=ON
 fi
 if [ "${TP_SKIP_FUZZ:-0}" != 1 ]; then
-	# A fixed budget (FUZZ_TOTAL, 160 s) shared by every target, at least
-	# 10 s each, so adding a fuzzer does not stretch CI without bound.
+	# A fixed budget (FUZZ_TOTAL, 100 s) shared by every target, at least
+	# 5 s each, so adding a fuzzer does not stretch CI without bound (longer
+	# runs: FUZZ_SECONDS=600 bash tests/fuzz/run.sh DIR).
 	ntargets=$(ls tests/fuzz/fuzz_*.c | wc -l)
-	per=$(( ${FUZZ_TOTAL:-160} / ntargets ))
-	[ "$per" -ge 10 ] || per=10
+	per=$(( ${FUZZ_TOTAL:-100} / ntargets ))
+	[ "$per" -ge 5 ] || per=5
 	stage "fuzzing ($ntargets targets, ${FUZZ_SECONDS:-$per} s each)"
 	FUZZ_SECONDS=${FUZZ_SECONDS:-$per} bash tests/fuzz/run.sh build-fuzz
 fi
