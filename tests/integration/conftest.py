@@ -38,6 +38,13 @@ CLIENT_PASSWORD = "app-password"
 
 # ---------------------------------------------------------------- the rig
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "timer_bound: runs for tens of seconds on timers (token lifetimes, refresh "
+        "schedules); tests/run.sh runs these in the Release suite only")
+
+
 @pytest.fixture(scope="session")
 def rig():
     attach = os.environ.get("TOKENPOOL_RIG_JSON")

@@ -211,6 +211,7 @@ CHURN_LIFETIME = 10
 CHURN_SECONDS = 25
 
 
+@pytest.mark.timer_bound
 def test_short_tokens_refreshed_under_login_churn(rig, tokenpool, mysql_config):
     user = rig.identity("system")["db_user"]
     rig.idp_config(lifetime=CHURN_LIFETIME)
@@ -256,6 +257,7 @@ FAULT_CASES = {
 }
 
 
+@pytest.mark.timer_bound
 @pytest.mark.parametrize("case", list(FAULT_CASES))
 def test_identity_faults_while_token_cached_cost_clients_nothing(rig, tokenpool, mysql_config, case):
     lifetime, kinds = FAULT_CASES[case]

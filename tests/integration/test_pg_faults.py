@@ -191,6 +191,7 @@ def _notable(out):
     return "\n".join(keep[-80:])
 
 
+@pytest.mark.timer_bound
 @pytest.mark.parametrize("kind", list(FAULTS))
 def test_identity_fault_while_token_cached_costs_clients_nothing(rig, tokenpool, pg_config, kind):
     count, retry_after, lifetime = FAULTS[kind]

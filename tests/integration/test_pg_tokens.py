@@ -129,6 +129,7 @@ CHURN_LIFETIME = 10
 CHURN_SECONDS = 60
 
 
+@pytest.mark.timer_bound
 def test_short_tokens_refreshed_once_per_lifetime_not_per_login_60s(rig, tokenpool, pg_config):
     """Takes 60 s: server logins forced all the time for a minute."""
     user = rig.identity("system")["db_user"]

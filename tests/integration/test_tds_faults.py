@@ -76,6 +76,7 @@ def _fault_owner(rig, entry):
     return "system", entry["endpoint"]
 
 
+@pytest.mark.timer_bound
 def test_identity_faults_while_token_cached_cost_clients_nothing(rig, tokenpool, free_port, tmp_path):
     tps = []
     for kind, _, _, lifetime, ident, source in STAGGER:

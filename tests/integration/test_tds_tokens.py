@@ -9,6 +9,7 @@ from the rig's TDS server (the stand-in for Azure SQL, started by the rig).
 Runtime: about 22 s.
 """
 
+import pytest
 import time
 
 from test_tds_common import ClientLoop, errors_in, sqlserver_config
@@ -22,6 +23,7 @@ LIFETIME = 8
 RUN = 20
 
 
+@pytest.mark.timer_bound
 def test_short_tokens_refreshed_under_login_churn_20s(rig, tokenpool, free_port, tmp_path):
     who = rig.identity("system")["db_user"]
     tds = rig.tds()
