@@ -168,7 +168,14 @@ static void server_step(tp_conn_t *s, tp_step_t step)
 		if (s->syncing) { /* in step with its client: go on */
 			s->syncing = false;
 			tp_conn_deadline_stop(s);
-			if (s->peer && s->peer->in.len)
+			if (!s->peer)
+				break;
+			/* What the client sent meanwhile may have filled its
+			 * buffer and stopped reading (nothing else restarts
+			 * it): read again; forwarding applies back-pressure. */
+			if (!s->peer->close_after_flush)
+				tp_conn_start_read(s->peer);
+			if (s->peer->in.len)
 				tp_conn_process(s->peer);
 			break;
 		}
