@@ -246,8 +246,8 @@ char *conf_to_json(const conf_t *conf);
 /* Reload: whether pool a (of snapshot ca) and b (of cb) reach the same
  * server the same way (protocol, server settings, resolved identity,
  * secrets included); and whether two client_tls settings match. */
-bool conf_server_equal(const conf_t *ca, const conf_pool_t *a,
-		       const conf_t *cb, const conf_pool_t *b);
+bool conf_server_equal(const conf_t *ca, const conf_pool_t *a, const conf_t *cb,
+		       const conf_pool_t *b);
 bool conf_client_tls_equal(const conf_client_tls_t *a,
 			   const conf_client_tls_t *b);
 const conf_identity_t *conf_pool_identity(const conf_t *conf,

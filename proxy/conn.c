@@ -733,13 +733,9 @@ int tp_conn_tls_start_wrapped(tp_conn_t *c, const char *server_name)
 	if (c->side == TP_SIDE_CLIENT) {
 		ctx = c->listener ? c->listener->client_ctx : NULL;
 	} else {
-		const conf_server_t *srv = &c->pool->conf->server;
-
 		ctx = c->pool->server_ctx;
 		if (!name)
-			name = c->up->redirect_host   ? c->up->redirect_host
-			       : srv->tls.server_name ? srv->tls.server_name
-						      : srv->host;
+			name = tp_server_tls_name(c);
 	}
 	if (!ctx)
 		return TP_ETLS;
@@ -786,32 +782,37 @@ void tp_conn_tls_unwrap(tp_conn_t *c)
 		c->tls_unwrap = true;
 }
 
-bool tp_conn_tls_finish_unwrap(tp_conn_t *c)
+bool tp_conn_tls_input_pending(tp_conn_t *c)
 {
 	size_t n = c->in.len;
-	uint8_t *rest = NULL;
-	bool ok = true;
+	uint8_t *rest;
+	bool ok;
 
+	if (!n)
+		return !c->closing;
+	/* Decryption writes into c->in: take the ciphertext out first. */
+	rest = malloc(n);
+	if (!rest) {
+		tp_conn_close(c, "out of memory");
+		return false;
+	}
+	memcpy(rest, c->in.data, n);
+	c->in.len = 0;
+	ok = tp_conn_tls_input(c, rest, n);
+	free(rest);
+	return ok && !c->closing;
+}
+
+bool tp_conn_tls_finish_unwrap(tp_conn_t *c)
+{
 	c->tls_unwrap = false;
 	tp_conn_flush(c); /* the last wrapped flight, raw */
 	if (c->closing)
 		return false;
 	c->tls_wrapped = false;
-	/* What followed the last wrapped packet is already TLS records. */
-	if (n) {
-		rest = malloc(n);
-		if (!rest) {
-			tp_conn_close(c, "out of memory");
-			return false;
-		}
-		memcpy(rest, c->in.data, n);
-		c->in.len = 0;
-	}
 	tp_conn_tls_ready(c);
-	if (!c->closing && n)
-		ok = tp_conn_tls_input(c, rest, n);
-	free(rest);
-	return ok && !c->closing;
+	/* What followed the last wrapped packet is already TLS records. */
+	return !c->closing && tp_conn_tls_input_pending(c);
 }
 
 int tp_conn_redirect(tp_conn_t *s, const char *host, uint16_t port)

@@ -39,23 +39,10 @@ static void client_start_tls(tp_conn_t *c)
 		tp_conn_close(c, "cannot start TLS");
 		return;
 	}
-	/* Whatever followed the request is already the ClientHello. */
-	if (c->in.len) {
-		size_t n = c->in.len;
-		uint8_t *tmp = malloc(n);
-
-		if (!tmp) {
-			tp_conn_close(c, "out of memory");
-			return;
-		}
-		memcpy(tmp, c->in.data, n);
-		c->in.len = 0;
-		/* Run the handshake on it now: MySQL clients send the
-		 * ClientHello right behind the SSLRequest, without waiting
-		 * for an answer, and nothing else would arrive to start it. */
-		(void)tp_conn_tls_input(c, tmp, n);
-		free(tmp);
-	}
+	/* Whatever followed the request is already the ClientHello: run the
+	 * handshake on it now (MySQL clients send it right behind the
+	 * SSLRequest, and nothing else would arrive to start it). */
+	(void)tp_conn_tls_input_pending(c);
 }
 
 static void client_authenticated(tp_conn_t *c)
@@ -128,11 +115,7 @@ static void process_client_login(tp_conn_t *c)
 
 static void server_start_tls(tp_conn_t *s)
 {
-	const conf_server_t *srv = &s->pool->conf->server;
-	/* A redirect names the host the certificate must match. */
-	const char *name = s->up->redirect_host	  ? s->up->redirect_host
-			   : srv->tls.server_name ? srv->tls.server_name
-						  : srv->host;
+	const char *name = tp_server_tls_name(s);
 	char err[256];
 	int rc;
 
@@ -344,28 +327,25 @@ static void forward(tp_conn_t *src)
 		tp_conn_stop_read(src);
 }
 
-/* A client without a server that only says goodbye needs no server for
- * that: close it here instead of queueing for one. */
-static bool client_says_goodbye(tp_conn_t *c)
+/*
+ * A client without a server sent a message. Two need no server: a goodbye
+ * (closed here instead of queueing for a server) and a cancel that has
+ * nothing to cancel (answered here, as a server would). Returns true when
+ * the message was dealt with (or the client closed).
+ */
+static bool idle_client_message(tp_conn_t *c)
 {
 	size_t n;
+	int flags;
 
-	if (c->proto->frame(c->in.data, c->in.len, &n) != 0 || n > c->in.len ||
-	    !(c->proto->client_msg(c, c->in.data, n, n) & TP_MSG_CLOSE))
+	if (c->proto->frame(c->in.data, c->in.len, &n) != 0 || n > c->in.len)
 		return false;
-	tp_conn_close(c, "client said goodbye");
-	return true;
-}
-
-/* A cancel from a client that holds no server cancels nothing: answered
- * here (as a server would) instead of taking a server for it. */
-static bool client_cancels_nothing(tp_conn_t *c)
-{
-	size_t n;
-
-	if (!c->proto->client_cancel ||
-	    c->proto->frame(c->in.data, c->in.len, &n) != 0 || n > c->in.len ||
-	    !(c->proto->client_msg(c, c->in.data, n, n) & TP_MSG_CANCEL))
+	flags = c->proto->client_msg(c, c->in.data, n, n);
+	if (flags & TP_MSG_CLOSE) {
+		tp_conn_close(c, "client said goodbye");
+		return true;
+	}
+	if (!(flags & TP_MSG_CANCEL) || !c->proto->client_cancel)
 		return false;
 	consume(c, n);
 	c->proto->client_cancel(c);
@@ -382,9 +362,9 @@ void tp_conn_process(tp_conn_t *c)
 		process_client_login(c);
 		break;
 	case TP_C_IDLE:
-		while (c->in.len && !c->closing && client_cancels_nothing(c))
+		while (c->in.len && !c->closing && idle_client_message(c))
 			;
-		if (c->in.len && !c->closing && !client_says_goodbye(c))
+		if (c->in.len && !c->closing)
 			tp_pool_acquire(c->pool, c);
 		break;
 	case TP_C_WAITING:

@@ -193,6 +193,16 @@ const char *tp_server_host(tp_conn_t *s)
 				    : s->pool->conf->server.host;
 }
 
+const char *tp_server_tls_name(tp_conn_t *s)
+{
+	const conf_server_t *srv = &s->pool->conf->server;
+
+	/* A redirect names the host the certificate must match. */
+	if (s->up->redirect_host)
+		return s->up->redirect_host;
+	return srv->tls.server_name ? srv->tls.server_name : srv->host;
+}
+
 int tp_server_port(tp_conn_t *s)
 {
 	return s->up->redirect_host ? s->up->redirect_port

@@ -158,7 +158,7 @@ typedef void (*tp_probe_cb)(void *arg, tp_conn_t *s, tp_probe_event_t ev,
  * idle ones above all) does not carry it. */
 typedef struct tp_upstream {
 	tp_login_t login;
-	char *secret; /* copy of the token or password during login */
+	char *secret;		/* copy of the token or password during login */
 	uint8_t cancel_key[16]; /* TP_LOGIN_CANCEL: the server's real key */
 	uv_getaddrinfo_t gai;
 	struct addrinfo *addrs, *addr_next; /* resolved, to try in order */
@@ -256,6 +256,9 @@ void tp_server_begin_login(tp_conn_t *s);
 /* Decrypts ciphertext into c->in (handshake first if needed). Returns
  * false if c was closed. */
 bool tp_conn_tls_input(tp_conn_t *c, const uint8_t *data, size_t n);
+/* The same for what is already in c->in (bytes that arrived before TLS
+ * started). Returns false if c was closed. */
+bool tp_conn_tls_input_pending(tp_conn_t *c);
 /* After a wrapped handshake: send what is queued raw, switch to TLS
  * records, decrypt what followed. Returns false if c was closed. */
 bool tp_conn_tls_finish_unwrap(tp_conn_t *c);
@@ -263,6 +266,9 @@ bool tp_conn_tls_finish_unwrap(tp_conn_t *c);
 void tp_pool_redirect(tp_conn_t *s);
 /* The host a server connection dials: a redirect target or the config's. */
 const char *tp_server_host(tp_conn_t *s);
+/* The name its certificate must match: a redirect target, tls.server_name
+ * or the host. */
+const char *tp_server_tls_name(tp_conn_t *s);
 int tp_server_port(tp_conn_t *s);
 
 /* ---- statistics (metrics, /v1/pools) ---- */
