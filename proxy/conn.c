@@ -52,6 +52,9 @@ const char *tp_conn_state_name(tp_conn_state_t st)
  * Connections hold a buffer only while bytes are in it: an idle client
  * costs no buffer memory. Standard-size blocks are recycled through a
  * small cache on the context, so steady forwarding allocates nothing.
+ * A block is wiped as far as it was ever filled before it is cached or
+ * freed (logins pass through these buffers): wiping the whole capacity
+ * would touch pages never used and leave them resident.
  */
 
 static uint8_t *block_get(tp_t *tp)
@@ -61,15 +64,24 @@ static uint8_t *block_get(tp_t *tp)
 	return malloc(TP_BLOCK);
 }
 
-static void block_put(tp_t *tp, uint8_t *p, size_t cap)
+static inline void buf_grew(tp_buf_t *b)
 {
-	if (!p)
-		return;
-	if (cap == TP_BLOCK && tp->nblocks < TP_BLOCK_CACHE) {
-		tp->blocks[tp->nblocks++] = p;
-		return;
+	if (b->len > b->used)
+		b->used = b->len;
+}
+
+/* Gives b's memory back (wiped) and leaves b empty. */
+static void block_put(tp_t *tp, tp_buf_t *b)
+{
+	if (b->data) {
+		buf_grew(b);
+		OPENSSL_cleanse(b->data, b->used);
+		if (b->cap == TP_BLOCK && tp->nblocks < TP_BLOCK_CACHE)
+			tp->blocks[tp->nblocks++] = b->data;
+		else
+			free(b->data);
 	}
-	free(p);
+	memset(b, 0, sizeof(*b));
 }
 
 static int buf_reserve(tp_t *tp, tp_buf_t *b, size_t extra, size_t max)
@@ -84,6 +96,7 @@ static int buf_reserve(tp_t *tp, tp_buf_t *b, size_t extra, size_t max)
 	if (!b->cap && need <= TP_BLOCK) {
 		b->data = block_get(tp);
 		b->cap = b->data ? TP_BLOCK : 0;
+		b->used = 0;
 		return b->data ? 0 : TP_ENOMEM;
 	}
 	while (cap < need)
@@ -95,9 +108,11 @@ static int buf_reserve(tp_t *tp, tp_buf_t *b, size_t extra, size_t max)
 		return TP_ENOMEM;
 	if (b->len)
 		memcpy(p, b->data, b->len);
-	block_put(tp, b->data, b->cap);
+	size_t len = b->len;
+	block_put(tp, b);
 	b->data = p;
 	b->cap = cap;
+	b->len = b->used = len;
 	return 0;
 }
 
@@ -114,19 +129,8 @@ void tp_buf_consume(tp_buf_t *b, size_t n)
 /* Gives an empty buffer's memory back. */
 static void buf_release(tp_t *tp, tp_buf_t *b)
 {
-	if (b->len || !b->data)
-		return;
-	block_put(tp, b->data, b->cap);
-	b->data = NULL;
-	b->cap = 0;
-}
-
-static void buf_free(tp_buf_t *b)
-{
-	if (b->data)
-		OPENSSL_cleanse(b->data, b->cap); /* may hold a password */
-	free(b->data);
-	memset(b, 0, sizeof(*b));
+	if (!b->len)
+		block_put(tp, b);
 }
 
 /* ---- what the protocols may call ---- */
@@ -143,6 +147,7 @@ void tp_conn_out(tp_conn_t *c, const void *buf, size_t len)
 	}
 	memcpy(c->out.data + c->out.len, buf, len);
 	c->out.len += len;
+	buf_grew(&c->out);
 }
 
 const char *tp_conn_reason(tp_conn_t *c, const char *dflt)
@@ -367,8 +372,9 @@ void tp_conn_handle_closed(uv_handle_t *h)
 	if (c->proto && c->pstate)
 		c->proto->conn_free(c->pstate);
 	tp_tls_free(c->tls);
-	buf_free(&c->in);
-	buf_free(&c->out);
+	c->in.len = c->out.len = 0;
+	block_put(c->tp, &c->in);
+	block_put(c->tp, &c->out);
 	if (c->up && c->up->secret) {
 		OPENSSL_cleanse(c->up->secret, c->up->login.secret_len);
 		free(c->up->secret);
@@ -406,6 +412,7 @@ tp_conn_t *tp_conn_new(tp_t *tp, tp_side_t side, const tp_protocol_t *proto)
 	tp_list_init(&c->node);
 	uv_tcp_init(tp->loop, &c->tcp);
 	tp_list_init(&c->timed_node);
+	tp_list_init(&c->kick_node);
 	c->tcp.data = c;
 	c->open_handles = 1;
 	c->created_ms = c->last_used_ms = tp_now_ms(tp);
@@ -441,6 +448,7 @@ void tp_conn_close(tp_conn_t *c, const char *reason)
 	}
 	tp_conn_set_state(c, TP_CLOSING);
 	tp_conn_deadline_stop(c);
+	tp_list_remove(&c->kick_node);
 	if (!c->reconnecting) /* else the retry's close callback frees */
 		uv_close((uv_handle_t *)&c->tcp, tp_conn_handle_closed);
 }
@@ -478,7 +486,7 @@ static void on_written(uv_write_t *req, int status)
 	tp_conn_t *c = w->conn;
 
 	c->write_queued -= w->buf.len;
-	block_put(c->tp, w->buf.data, w->buf.cap);
+	block_put(c->tp, &w->buf);
 	free(w);
 	if (c->closing || (status == UV_ECANCELED && c->reconnecting))
 		return;
@@ -516,24 +524,23 @@ static int submit(tp_conn_t *c, tp_buf_t *b)
 	if (c->write_queued == 0) {
 		rc = uv_try_write((uv_stream_t *)&c->tcp, &ub, 1);
 		if (rc == (int)b->len) {
-			block_put(c->tp, b->data, b->cap);
-			memset(b, 0, sizeof(*b));
+			block_put(c->tp, b);
 			return 0;
 		}
 		if (rc > 0) {
+			buf_grew(b);
 			memmove(b->data, b->data + rc, b->len - (size_t)rc);
 			b->len -= (size_t)rc;
 			ub = uv_buf_init((char *)b->data, (unsigned)b->len);
 		} else if (rc != UV_EAGAIN && rc != UV_ENOSYS) {
-			block_put(c->tp, b->data, b->cap);
-			memset(b, 0, sizeof(*b));
+			block_put(c->tp, b);
 			tp_conn_close(c, uv_strerror(rc));
 			return rc;
 		}
 	}
 	w = malloc(sizeof(*w));
 	if (!w) {
-		block_put(c->tp, b->data, b->cap);
+		block_put(c->tp, b);
 		tp_conn_close(c, "out of memory");
 		return TP_ENOMEM;
 	}
@@ -544,7 +551,7 @@ static int submit(tp_conn_t *c, tp_buf_t *b)
 	rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &ub, 1, on_written);
 	if (rc < 0) {
 		c->write_queued -= w->buf.len;
-		block_put(c->tp, w->buf.data, w->buf.cap);
+		block_put(c->tp, &w->buf);
 		free(w);
 		tp_conn_close(c, uv_strerror(rc));
 	}
@@ -562,6 +569,7 @@ static void flush_cipher(tp_conn_t *c)
 			return;
 		}
 		b.len = tp_tls_take(c->tls, b.data, b.cap);
+		buf_grew(&b);
 		if (submit(c, &b) < 0)
 			return;
 	}
@@ -653,6 +661,7 @@ bool tp_conn_tls_input(tp_conn_t *c, const uint8_t *data, size_t n)
 			break;
 		}
 		c->in.len += (size_t)rc;
+		buf_grew(&c->in);
 	}
 	flush_cipher(c); /* key updates, alerts */
 	return !c->closing;
@@ -664,6 +673,17 @@ static void peer_closed(tp_conn_t *c, const char *why)
 		tp_conn_fail(c, TP_ECONNECT,
 			     "server closed the connection during login");
 	tp_conn_close(c, why);
+}
+
+/* What follows new input, whether from the socket or from OpenSSL. */
+static void after_input(tp_conn_t *c)
+{
+	tp_conn_process(c);
+	if (c->tls_eof && !c->closing)
+		peer_closed(c, c->tls_eof == 1 ? "peer closed TLS"
+					       : "TLS read failed");
+	if (!c->closing)
+		buf_release(c->tp, &c->in);
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
@@ -696,21 +716,45 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 			return;
 	} else {
 		c->in.len += (size_t)n;
+		buf_grew(&c->in);
 	}
-	tp_conn_process(c);
-	if (c->tls_eof && !c->closing)
-		peer_closed(c, c->tls_eof == 1 ? "peer closed TLS"
-					       : "TLS read failed");
-	if (!c->closing)
-		buf_release(c->tp, &c->in);
+	after_input(c);
+}
+
+/* Reading stops when a connection's input is full with ciphertext still
+ * inside OpenSSL (tp_conn_tls_input). The socket will not report those
+ * bytes again: when reading starts again they are decrypted on the next
+ * turn of the loop -- not at once, since reading is started from the
+ * middle of other connections' processing. */
+static void tp_conn_kick(uv_idle_t *h)
+{
+	tp_t *tp = h->data;
+
+	while (!tp_list_empty(&tp->kicks)) {
+		tp_conn_t *c =
+		    tp_container_of(tp->kicks.next, tp_conn_t, kick_node);
+
+		tp_list_remove(&c->kick_node);
+		if (c->closing || !c->reading || !c->tls || c->tls_wrapped)
+			continue;
+		if (tp_conn_tls_input(c, NULL, 0))
+			after_input(c);
+	}
+	uv_idle_stop(h);
 }
 
 void tp_conn_start_read(tp_conn_t *c)
 {
 	if (c->reading || c->closing)
 		return;
-	if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
-		c->reading = true;
+	if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
+		return;
+	c->reading = true;
+	if (c->tls && !c->tls_wrapped && tp_tls_has_input(c->tls) &&
+	    tp_list_empty(&c->kick_node)) {
+		tp_list_append(&c->tp->kicks, &c->kick_node);
+		uv_idle_start(&c->tp->kick, tp_conn_kick);
+	}
 }
 
 void tp_conn_stop_read(tp_conn_t *c)
@@ -719,6 +763,7 @@ void tp_conn_stop_read(tp_conn_t *c)
 		return;
 	uv_read_stop((uv_stream_t *)&c->tcp);
 	c->reading = false;
+	tp_list_remove(&c->kick_node);
 }
 
 /* ---- TLS inside protocol packets (TDS PRELOGIN) ---- */

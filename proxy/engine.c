@@ -492,6 +492,9 @@ int tp_init(tp_t *tp, uv_loop_t *loop, conf_t *conf, bool serve, char *err,
 	uv_timer_start(&tp->tick, on_tick, TP_TICK_MS, TP_TICK_MS);
 	uv_timer_init(loop, &tp->drain_timer);
 	tp->drain_timer.data = tp;
+	tp_list_init(&tp->kicks);
+	uv_idle_init(loop, &tp->kick);
+	tp->kick.data = tp;
 	uv_signal_init(loop, &tp->sigterm);
 	uv_signal_init(loop, &tp->sigint);
 	uv_signal_init(loop, &tp->sighup);
@@ -555,6 +558,7 @@ static void finish(tp_t *tp)
 	uv_close((uv_handle_t *)&tp->janitor, NULL);
 	uv_close((uv_handle_t *)&tp->tick, NULL);
 	uv_close((uv_handle_t *)&tp->drain_timer, NULL);
+	uv_close((uv_handle_t *)&tp->kick, NULL);
 	uv_close((uv_handle_t *)&tp->sigterm, NULL);
 	uv_close((uv_handle_t *)&tp->sigint, NULL);
 	uv_close((uv_handle_t *)&tp->sighup, NULL);

@@ -166,6 +166,11 @@ size_t tp_tls_pending(tp_tls_t *tls)
 	return BIO_ctrl_pending(tls->wbio);
 }
 
+bool tp_tls_has_input(tp_tls_t *tls)
+{
+	return SSL_pending(tls->ssl) > 0 || BIO_ctrl_pending(tls->rbio) > 0;
+}
+
 size_t tp_tls_take(tp_tls_t *tls, void *buf, size_t cap)
 {
 	int n =

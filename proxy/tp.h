@@ -92,6 +92,9 @@ int tp_tls_read(tp_tls_t *tls, void *buf, size_t cap) TP_MUST_CHECK;
 int tp_tls_write(tp_tls_t *tls, const void *buf, size_t len) TP_MUST_CHECK;
 /* Ciphertext waiting to be sent. */
 size_t tp_tls_pending(tp_tls_t *tls);
+/* Received bytes still inside OpenSSL: ciphertext not yet decrypted, or
+ * plaintext of a record not yet read out. */
+bool tp_tls_has_input(tp_tls_t *tls);
 size_t tp_tls_take(tp_tls_t *tls, void *buf, size_t cap);
 const char *tp_tls_version(tp_tls_t *tls);
 
@@ -136,6 +139,7 @@ const char *tp_conn_state_name(tp_conn_state_t st);
 typedef struct tp_buf {
 	uint8_t *data;
 	size_t len, cap;
+	size_t used; /* high-water of len: what is wiped when data goes */
 } tp_buf_t;
 
 typedef struct tp_t tp_t;
@@ -179,6 +183,7 @@ struct tp_conn {
 	/* One deadline at a time (login, wait, connect, close), swept by the
 	 * context's tick: cheaper than a libuv timer in every connection. */
 	tp_list_t timed_node;
+	tp_list_t kick_node; /* in tp->kicks: TLS input left to decrypt */
 	uint64_t due_ms;
 	void (*due)(tp_conn_t *c);
 	tp_t *tp;
@@ -436,6 +441,8 @@ struct tp_t {
 	uv_timer_t janitor;
 	uv_timer_t tick;	 /* sweeps connection deadlines */
 	tp_list_t timed;	 /* connections with a deadline armed */
+	tp_list_t kicks;	 /* reading again with input inside OpenSSL */
+	uv_idle_t kick;		 /* runs while kicks is not empty */
 	uv_timer_t drain_timer;	 /* shutdown: checks whether clients are gone */
 	uint64_t drain_deadline; /* loop ms when shutdown.timeout runs out */
 	bool drain_forced;
