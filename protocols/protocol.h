@@ -165,6 +165,12 @@ int tp_conn_route(tp_conn_t *c, const char *user, const char *database,
 		  tp_route_t *route) TP_MUST_CHECK;
 /* The route chosen for this client, or NULL before routing. */
 const tp_route_t *tp_conn_get_route(tp_conn_t *c);
+/* The route another user of this client's pool would have (a change of
+ * user on a logged-in connection): route->client and ->verifier are NULL
+ * when the pool has no such user. Changes nothing. */
+void tp_conn_route_user(tp_conn_t *c, const char *user, tp_route_t *route);
+/* Makes a route from tp_conn_route_user() this client's. */
+void tp_conn_set_route(tp_conn_t *c, const tp_route_t *route);
 /* The synthetic cancel key given to this client (8 bytes). */
 const uint8_t *tp_conn_client_key(tp_conn_t *c);
 /* A client asked to cancel whatever the client with this synthetic key

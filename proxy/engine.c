@@ -26,6 +26,32 @@ uint64_t tp_now_ms(tp_t *tp)
 
 /* ---- routing ---- */
 
+static void find_user(tp_pool_t *pool, const char *user, tp_route_t *route)
+{
+	memset(route, 0, sizeof(*route));
+	route->pool = pool->conf;
+	for (size_t i = 0; i < pool->conf->nclients; i++) {
+		if (strcmp(pool->conf->clients[i].user, user) == 0) {
+			route->client = &pool->conf->clients[i];
+			route->verifier = &pool->verifiers[i];
+			return;
+		}
+	}
+}
+
+void tp_conn_route_user(tp_conn_t *c, const char *user, tp_route_t *route)
+{
+	memset(route, 0, sizeof(*route));
+	if (c->pool && user)
+		find_user(c->pool, user, route);
+}
+
+void tp_conn_set_route(tp_conn_t *c, const tp_route_t *route)
+{
+	if (c->pool && route->pool == c->pool->conf && route->client)
+		c->route = *route;
+}
+
 int tp_conn_route(tp_conn_t *c, const char *user, const char *database,
 		  tp_route_t *route)
 {
@@ -50,14 +76,7 @@ int tp_conn_route(tp_conn_t *c, const char *user, const char *database,
 		return TP_ESHUTDOWN;
 	if (pool->nclients >= pool->conf->pool.max_clients)
 		return TP_EFULL;
-	route->pool = pool->conf;
-	for (i = 0; i < pool->conf->nclients; i++) {
-		if (strcmp(pool->conf->clients[i].user, user) == 0) {
-			route->client = &pool->conf->clients[i];
-			route->verifier = &pool->verifiers[i];
-			break;
-		}
-	}
+	find_user(pool, user, route);
 	c->route = *route;
 	c->pool = pool;
 	pool->count[c->state]++; /* counted from here on */

@@ -555,28 +555,41 @@ void my_client_welcome(tp_conn_t *c, const uint8_t *params, size_t len)
 
 /* ---- COM_CHANGE_USER ---- */
 
+static bool change_user_auth_ok(const my_client_t *st, const auth_verifier_t *v,
+				const my_change_user_t *cu)
+{
+	if (my_str_eq(cu->plugin, MY_PLUGIN_SHA2))
+		return v->has_mysql_sha2 &&
+		       auth_mysql_sha2_verify(v->mysql_sha2, st->nonce,
+					      MY_NONCE_LEN, cu->auth.p,
+					      cu->auth.len);
+	return v->has_mysql_native &&
+	       auth_mysql_native_verify(v->mysql_native, st->nonce,
+					MY_NONCE_LEN, cu->auth.p, cu->auth.len);
+}
+
+/* Another user is any client of the same pool (they share the server's
+ * identity, so only the local credentials change); an unknown user is
+ * refused like a wrong password. */
 int my_client_check_change_user(tp_conn_t *c, const my_change_user_t *cu)
 {
 	my_client_t *st = my_client(c);
 	const tp_route_t *r = tp_conn_get_route(c);
-	const auth_verifier_t *v;
-	char user[128];
+	tp_route_t other;
+	char user[128], *copy;
 
-	if (!r || !r->client || !st->user || !to_cstr(cu->user, user, 128) ||
-	    strcmp(user, st->user) != 0)
+	if (!r || !r->client || !st->user || !to_cstr(cu->user, user, 128))
 		return TP_EINVAL;
-	v = r->verifier;
-	if (my_str_eq(cu->plugin, MY_PLUGIN_SHA2))
-		return v->has_mysql_sha2 &&
-			       auth_mysql_sha2_verify(v->mysql_sha2, st->nonce,
-						      MY_NONCE_LEN, cu->auth.p,
-						      cu->auth.len)
-			   ? 0
-			   : TP_EAUTH;
-	return v->has_mysql_native &&
-		       auth_mysql_native_verify(v->mysql_native, st->nonce,
-						MY_NONCE_LEN, cu->auth.p,
-						cu->auth.len)
-		   ? 0
-		   : TP_EAUTH;
+	if (strcmp(user, st->user) == 0)
+		return change_user_auth_ok(st, r->verifier, cu) ? 0 : TP_EAUTH;
+	tp_conn_route_user(c, user, &other);
+	if (!other.client || !change_user_auth_ok(st, other.verifier, cu))
+		return TP_EAUTH;
+	copy = strdup(user);
+	if (!copy)
+		return TP_ENOMEM;
+	free(st->user);
+	st->user = copy;
+	tp_conn_set_route(c, &other);
+	return 0;
 }

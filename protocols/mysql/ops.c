@@ -192,14 +192,14 @@ static int on_change_user(tp_conn_t *c, tp_conn_t *s, const uint8_t *msg,
 	    my_parse_change_user(msg + MY_HDR, have - MY_HDR, cs->caps, &cu))
 		return refuse(s, 1043, "08S01", "Bad COM_CHANGE_USER packet");
 	rc = my_client_check_change_user(c, &cu);
-	if (rc == TP_EINVAL)
-		return refuse(s, 1235, "42000",
-			      "COM_CHANGE_USER to another user is not "
-			      "supported through tokenpool");
+	if (rc == TP_ENOMEM)
+		return refuse(s, 1041, "HY000", "Out of memory");
 	if (rc) {
 		snprintf(text, sizeof(text),
-			 "Access denied for user '%s' (using password: YES)",
-			 cs->user ? cs->user : "?");
+			 "Access denied for user '%.*s' (using password: %s)",
+			 (int)(cu.user.len > 64 ? 64 : cu.user.len),
+			 cu.user.p ? (const char *)cu.user.p : "",
+			 cu.auth.len ? "YES" : "NO");
 		return refuse(s, 1045, "28000", text);
 	}
 	if (cu.database.len && !db_matches(cu.database, r->pool->name) &&
