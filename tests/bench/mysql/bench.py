@@ -21,6 +21,11 @@ execs this). Everything runs on loopback against the test rig (tests/rig):
               ratios tp/direct use this target.
   direct_pw   the same as legacy_app (mysql_native_password over TLS):
               the classic password login, for comparison.
+  haproxy     a peer: HAProxy (Debian's) in TCP mode between the client and
+              MariaDB -- the client's own TLS and token login pass through
+              it untouched. No pooling, no protocol: the cost of an extra hop
+              and nothing else, i.e. the floor for any proxy on this machine.
+              Taken when /usr/sbin/haproxy exists (BENCH_TARGETS to choose).
 
 Benchmarks (targets interleaved and repeated REPS times, the median kept):
   ro8        sysbench oltp_read_only --threads 8, persistent connections
@@ -38,7 +43,7 @@ logged-in idle clients (mywire.py).
 Environment: BENCH_SECONDS (15), BENCH_REPS (3), BENCH_POOL_SIZE (20),
 BENCH_TABLES (4), BENCH_TABLE_SIZE (10000), BENCH_SLAP_CONCURRENCY (10),
 BENCH_PS_MODE (disable), BENCH_CLIENT_CREDENTIAL (hash | password),
-BENCH_TARGETS (tokenpool,direct,direct_pw), BENCH_IDLE ("1000,10000"),
+BENCH_TARGETS (tokenpool,direct,direct_pw,haproxy), BENCH_IDLE ("1000,10000"),
 BENCH_IDLE_CONCURRENCY (64), BENCH_ONLY (comma list of ro8,ro32,rw8,
 ro8_reconn,churn,rss), BENCH_OUT (JSON file), BENCH_DIR / BENCH_KEEP=1,
 BENCH_CPUS_PROXY / BENCH_CPUS_CLIENT (CPU lists for pinning tokenpool / the
@@ -51,48 +56,33 @@ Exit status: 0 when every measurement completed, 1 when something failed
 """
 
 import asyncio
-import ctypes
-import json
 import os
 import re
 import resource
 import shutil
-import signal
-import socket
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import traceback
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
-sys.path.insert(0, os.path.join(REPO, "tests", "rig"))
+sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
+import benchlib  # noqa: E402  (also puts tests/rig on sys.path)
 import mywire  # noqa: E402
-from rig import Rig, free_port  # noqa: E402
+from benchlib import (CLK_TCK, NICE, BenchError, env_int, env_list, fmt_num, log,  # noqa: E402
+                      machine_split, proc_ticks, ratio)
+from rig import free_port  # noqa: E402
 
 SYSBENCH = shutil.which("sysbench") or "/usr/bin/sysbench"
 MYSQLSLAP = shutil.which("mariadb-slap") or shutil.which("mysqlslap") or "/usr/bin/mariadb-slap"
 OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
 RECONNECT_LUA = os.path.join(HERE, "oltp_read_only_reconnect.lua")
-ALL_TARGETS = ("tokenpool", "direct", "direct_pw")
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+ALL_TARGETS = ("tokenpool", "direct", "direct_pw", "haproxy")
+DEFAULT_TARGETS = ALL_TARGETS if os.access(HAPROXY, os.X_OK) else ALL_TARGETS[:3]
 CLIENT_USER = "app"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-DIR_PREFIX = "tokenpool-mybench-"
-
-
-def env_int(name, default):
-    v = os.environ.get(name, "")
-    return int(v) if v.strip() else default
-
-
-def env_list(name, default):
-    return [x.strip() for x in os.environ.get(name, default).split(",") if x.strip()]
-
 
 SECONDS = env_int("BENCH_SECONDS", 15)
 REPS = env_int("BENCH_REPS", 3)
@@ -102,15 +92,13 @@ TABLE_SIZE = env_int("BENCH_TABLE_SIZE", 10000)
 SLAP_C = env_int("BENCH_SLAP_CONCURRENCY", 10)
 PS_MODE = os.environ.get("BENCH_PS_MODE", "disable").strip() or "disable"
 CREDENTIAL = os.environ.get("BENCH_CLIENT_CREDENTIAL", "hash").strip() or "hash"
-TARGETS = tuple(env_list("BENCH_TARGETS", ",".join(ALL_TARGETS)))
+TARGETS = tuple(env_list("BENCH_TARGETS", ",".join(DEFAULT_TARGETS)))
 IDLE_CONCURRENCY = env_int("BENCH_IDLE_CONCURRENCY", 64)
 IDLE_STEPS = [int(x) for x in env_list("BENCH_IDLE", "1000,10000")]
 ONLY = set(env_list("BENCH_ONLY", ""))
 CPUS_PROXY = os.environ.get("BENCH_CPUS_PROXY", "")
 CPUS_CLIENT = os.environ.get("BENCH_CPUS_CLIENT", "")
 QUIET_MAX = env_int("BENCH_QUIET_MAX", 10)
-NICE = env_int("BENCH_NICE", -5)
-QUIET_CORES = float(os.environ.get("BENCH_QUIET_CORES", "0.3"))
 
 # key, label, kind, script or None, threads; goal = minimum tokenpool/direct.
 SCENARIOS = [
@@ -122,187 +110,27 @@ SCENARIOS = [
 ]
 SCENARIO_KEYS = [s[0] for s in SCENARIOS]
 GOALS = {"ro8": 0.8, "ro32": 0.8, "churn": 5.0}
-
-
-class BenchError(RuntimeError):
-    pass
-
-
-class Interrupted(BaseException):
-    pass
-
-
-def log(msg):
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def cpu_set(spec):
-    out = set()
-    for part in spec.split(","):
-        if "-" in part:
-            a, b = part.split("-")
-            out.update(range(int(a), int(b) + 1))
-        elif part.strip():
-            out.add(int(part))
-    return out
-
-
-def child_setup(cpus=""):
-    """preexec_fn: open-files limit to the hard limit, optional CPU pinning,
-    the bench's priority, and SIGTERM when this (parent) process dies."""
-    def f():
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        if cpus:
-            os.sched_setaffinity(0, cpu_set(cpus))
-        if NICE:
-            os.setpriority(os.PRIO_PROCESS, 0, NICE)
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    return f
-
-
-def wait_port(port, proc, what, logfile, timeout=15):
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise BenchError(f"{what} exited with {proc.returncode} before listening:\n{tail(logfile)}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise BenchError(f"{what} did not listen on {port} within {timeout}s:\n{tail(logfile)}")
-        time.sleep(0.05)
-
-
-def tail(path, n=60):
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-n:])
-    except OSError as e:
-        return f"({path}: {e})"
-
-
-# ---------------------------------------------------------------- CPU accounting
-
-def proc_ticks(pid, children=False):
-    """utime+stime of a process (all its threads), optionally with its reaped
-    children (MariaDB's PAM helper auth_pam_tool runs once per token login)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    t = int(fields[11]) + int(fields[12])
-    if children:
-        t += int(fields[13]) + int(fields[14])
-    return t
-
-
-def machine_ticks():
-    """(busy, total) ticks of the whole machine: busy = user + nice + system
-    + irq + softirq + steal."""
-    v = machine_split()
-    return v["busy"], v["total"]
-
-
-def machine_split():
-    """/proc/stat's first line, in ticks: irq+softirq (loopback TCP is mostly
-    softirq work; without CONFIG_IRQ_TIME_ACCOUNTING those ticks are also
-    charged to the process that was running, usually one of ours), steal
-    (the hypervisor gave this vCPU to someone else), busy and total."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return {"irq": v[5] + v[6], "steal": v[7],
-            "busy": sum(v[:8]) - v[3] - v[4], "total": sum(v[:8])}
-
-
-def wait_quiet():
-    """Before a measured run: wait (up to QUIET_MAX s) until the machine is
-    nearly idle -- our own processes are idle between runs, so what is busy
-    then is someone else's. Returns (cores busy in the last second, seconds
-    waited)."""
-    t0 = time.monotonic()
-    while True:
-        b0, _ = machine_ticks()
-        time.sleep(1)
-        b1, _ = machine_ticks()
-        busy = (b1 - b0) / CLK_TCK
-        waited = time.monotonic() - t0 - 1
-        if busy <= QUIET_CORES or waited >= QUIET_MAX:
-            return busy, waited
-
-
-def proc_start(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def sweep_stale_dirs():
-    """Remove run directories of earlier runs that were killed outright."""
-    tmp = tempfile.gettempdir()
-    for name in os.listdir(tmp):
-        d = os.path.join(tmp, name)
-        if not name.startswith(DIR_PREFIX) or not os.path.isdir(d):
-            continue
-        try:
-            with open(os.path.join(d, "owner")) as f:
-                pid, start = (int(x) for x in f.read().split())
-        except (OSError, ValueError):
-            continue
-        if proc_start(pid) != start:
-            shutil.rmtree(d, ignore_errors=True)
-
-
-def vm_rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise BenchError(f"no VmRSS for pid {pid}")
+# The table: the metric, values per target, ratios, a note.
+COLUMNS = ("metric", "tokenpool", "direct", "direct_pw", "haproxy", "tp/direct", "tp/direct_pw",
+           "haproxy/direct", "note")
 
 
 def clean_env(**extra):
     """The client programs' environment: none of the caller's MYSQL_*
     settings (libmariadb reads MYSQL_PWD, MYSQL_HOST, ...), plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MYSQL", "MARIADB", "LIBMYSQL"))}
-    env.update(extra)
-    return env
+    return benchlib.clean_env(("MYSQL", "MARIADB", "LIBMYSQL"), **extra)
 
 
 # ---------------------------------------------------------------- the bench
 
-class Bench:
+class Bench(benchlib.BaseBench):
+    dir_prefix = "tokenpool-mybench-"
+    table_keys = tuple(c.replace("/", "_over_") for c in COLUMNS)
+
     def __init__(self):
-        self.proc = None         # tokenpool
-        self.log_path = None
-        self.port = None
-        self.http_port = None
-        self.rig = None
+        super().__init__()
         self.client = None       # the sysbench/mysqlslap run in flight
-        self.failures = []
-        self.notes = []
-        self.results = {"config": {}, "runs": [], "summary": {}, "rss": {}, "notes": self.notes}
-        self.tp_bin = os.environ.get("TOKENPOOL_BIN") or os.path.join(REPO, "build", "tokenpool")
         self.slap_queries = {}   # target -> mysqlslap --number-of-queries for ~SECONDS
-        explicit = os.environ.get("BENCH_DIR")
-        self.keep = bool(explicit) or os.environ.get("BENCH_KEEP") == "1"
-        if explicit:
-            os.makedirs(explicit, exist_ok=True)
-            if os.listdir(explicit):
-                raise BenchError(f"BENCH_DIR {explicit} is not empty")
-            self.dir = os.path.abspath(explicit)
-        else:
-            sweep_stale_dirs()
-            self.dir = tempfile.mkdtemp(prefix=DIR_PREFIX)
-        os.chmod(self.dir, 0o755)
-        with open(os.path.join(self.dir, "owner"), "w") as f:
-            f.write(f"{os.getpid()} {proc_start(os.getpid())}\n")
         self.client_password = "bench-" + os.urandom(9).hex()
         p = subprocess.run([self.tp_bin, "hash"], input=self.client_password, capture_output=True,
                            text=True, timeout=30)
@@ -312,15 +140,52 @@ class Bench:
         if not self.client_hashes:
             raise BenchError("tokenpool hash printed nothing")
 
+    @staticmethod
+    def preflight():
+        for f in (SYSBENCH, MYSQLSLAP, OPENSSL):
+            if not os.access(f, os.X_OK):
+                raise BenchError(f"{f} missing (apt-get install -y sysbench mariadb-client openssl)")
+        bad = [t for t in TARGETS if t not in ALL_TARGETS]
+        if bad or "tokenpool" not in TARGETS or "direct" not in TARGETS:
+            raise BenchError("BENCH_TARGETS must name tokenpool and direct (and may name direct_pw "
+                             f"and haproxy): {bad}")
+        if "haproxy" in TARGETS and not os.access(HAPROXY, os.X_OK):
+            raise BenchError(f"{HAPROXY} missing (apt-get install -y haproxy, or leave haproxy out of "
+                             "BENCH_TARGETS)")
+        bad = ONLY - set(SCENARIO_KEYS) - {"rss"}
+        if bad:
+            raise BenchError(f"BENCH_ONLY: unknown {sorted(bad)} (known: {', '.join(SCENARIO_KEYS)}, rss)")
+        if CREDENTIAL not in ("hash", "password"):
+            raise BenchError("BENCH_CLIENT_CREDENTIAL must be hash or password")
+
+    def run(self):
+        self.results["config"].update(
+            seconds=SECONDS, reps=REPS, pool_size=POOL_SIZE, tables=TABLES, table_size=TABLE_SIZE,
+            slap_concurrency=SLAP_C, ps_mode=PS_MODE, client_credential=CREDENTIAL,
+            targets=list(TARGETS), pool_mode="transaction", idle_steps=IDLE_STEPS,
+            cpus_proxy=CPUS_PROXY or None, cpus_client=CPUS_CLIENT or None, nice=NICE,
+            nproc=os.cpu_count(),
+            tokenpool=tool_version([self.tp_bin, "--version"]),
+            sysbench=tool_version([SYSBENCH, "--version"]),
+            mysqlslap=tool_version([MYSQLSLAP, "--version"]),
+            mariadbd=tool_version(["/usr/sbin/mariadbd", "--version"]),
+            haproxy=tool_version([HAPROXY, "-v"]) if "haproxy" in TARGETS else None)
+        self.start_rig()
+        self.sysbench_prepare()
+        # MariaDB (every thread) at the priority of tokenpool and the clients.
+        benchlib.renice_threads(self.rig.mysql_server_pid())
+        self.start_tokenpool()
+        if "haproxy" in TARGETS:
+            self.start_haproxy()
+        self.smoke()
+        self.benchmarks()
+        self.rss_phase()
+
     # -- set-up
 
     def start_rig(self):
-        log(f"run dir {self.dir}; starting the rig")
-        self.rig = Rig(dir=os.path.join(self.dir, "rig"), keep=True)
-        self.rig.start()
-        self.rig.idp_config(lifetime=24 * 3600)
+        super().start_rig()
         self.db = self.rig.mysql_database
-        self.token_user = self.rig.identity("system")["db_user"]
         self.token = self.rig.token()          # 24 h: good for every direct run
         self.results["config"]["token_bytes"] = len(self.token)
         self.client_dir = os.path.join(self.dir, "client")
@@ -365,19 +230,6 @@ class Bench:
         if not got or got[0][0] != self.rig.ca_file:
             raise BenchError(f"MariaDB did not take ssl_ca (got {got})")
 
-    def renice_mysql(self):
-        """MariaDB at the same priority as tokenpool and the clients: every
-        thread (setpriority works per thread on Linux; new connection
-        threads inherit the value of the thread that creates them)."""
-        if not NICE:
-            return
-        pid = self.rig.mysql_server_pid()
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                os.setpriority(os.PRIO_PROCESS, int(tid), NICE)
-            except OSError:
-                pass
-
     def sysbench_prepare(self):
         log(f"sysbench prepare --tables={TABLES} --table-size={TABLE_SIZE} as token user "
             f"{self.token_user} (direct, TLS)")
@@ -389,68 +241,40 @@ class Bench:
             raise BenchError(f"sysbench prepare failed ({p.returncode}):\n{p.stdout[-2000:]}{p.stderr[-2000:]}")
 
     def start_tokenpool(self, tag=""):
-        d = os.path.join(self.dir, "tokenpool")
-        os.makedirs(d, exist_ok=True)
-        port, http_port = free_port(), free_port()
+        port = free_port()
         client = {"user": CLIENT_USER}
         if CREDENTIAL == "password":
             client["password"] = self.client_password
         else:
             client["password_hash"] = self.client_hashes
-        cfg = {
-            "log": {"level": "warn", "format": "text"},
-            "http": {"listen": f"127.0.0.1:{http_port}"},
-            "identity": {"source": "imds", "imds_endpoint": self.rig.imds_endpoint},
-            "pools": [{
-                "name": self.db, "protocol": "mysql", "listen": f"127.0.0.1:{port}",
-                "server": {"host": self.rig.mysql_host, "port": self.rig.mysql_port, "database": self.db,
-                           "user": self.token_user, "auth": "token", "scope": self.rig.mysql_scope,
-                           "tls": {"mode": "verify-full", "ca_file": self.rig.ca_file,
-                                   "server_name": self.rig.mysql_host}},
-                "clients": [client],
-                "client_tls": {"mode": "disable"},
-                "pool": {"mode": "transaction", "size": POOL_SIZE, "max_clients": 12000},
-            }],
-        }
-        conf = os.path.join(d, f"tokenpool{tag}.json")
-        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(cfg, f, indent=2)
-        logf = os.path.join(d, f"tokenpool{tag}.log")
-        with open(logf, "ab") as out:
-            p = subprocess.Popen([self.tp_bin, "run", "-c", conf], stdin=subprocess.DEVNULL,
-                                 stdout=out, stderr=subprocess.STDOUT, cwd=d,
-                                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-                                 preexec_fn=child_setup(cpus=CPUS_PROXY), start_new_session=True)
-        self.proc, self.log_path, self.port, self.http_port = p, logf, port, http_port
-        wait_port(port, p, "tokenpool", logf)
+        self.launch_tokenpool({
+            "name": self.db, "protocol": "mysql", "listen": f"127.0.0.1:{port}",
+            "server": {"host": self.rig.mysql_host, "port": self.rig.mysql_port, "database": self.db,
+                       "user": self.token_user, "auth": "token", "scope": self.rig.mysql_scope,
+                       "tls": {"mode": "verify-full", "ca_file": self.rig.ca_file,
+                               "server_name": self.rig.mysql_host}},
+            "clients": [client],
+            "client_tls": {"mode": "disable"},
+            "pool": {"mode": "transaction", "size": POOL_SIZE, "max_clients": 12000},
+        }, port, tag=tag, cpus=CPUS_PROXY)
 
-    def stop_tokenpool(self):
-        p, self.proc = self.proc, None
-        if p is None or p.poll() is not None:
-            return
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-    def check_alive(self):
-        p = self.proc
-        if p is not None and p.poll() is not None:
-            msg = (f"tokenpool exited with status {p.returncode} (signal {-p.returncode})"
-                   if p.returncode < 0 else f"tokenpool exited with status {p.returncode}")
-            self.fail(f"{msg}; log tail ({self.log_path}):\n{tail(self.log_path)}")
-            self.proc = None
-            log("restarting tokenpool")
-            self.start_tokenpool(tag=f"-{int(time.time())}")
-            return False
-        return True
-
-    def fail(self, msg):
-        self.failures.append(msg)
-        log("FAILURE: " + msg)
+    def start_haproxy(self):
+        """HAProxy in TCP mode in front of MariaDB: the peer that does
+        nothing but relay bytes (its defaults: a thread per CPU, splice)."""
+        d = os.path.join(self.dir, "haproxy")
+        os.makedirs(d, exist_ok=True)
+        port = free_port()
+        conf = os.path.join(d, "haproxy.cfg")
+        with open(conf, "w") as f:
+            f.write("global\n    maxconn 4000\n"
+                    "defaults\n    mode tcp\n    timeout connect 5s\n"
+                    "    timeout client 1h\n    timeout server 1h\n"
+                    f"listen mysql\n    bind 127.0.0.1:{port}\n"
+                    f"    server db {self.rig.mysql_hostaddr}:{self.rig.mysql_port}\n")
+        logf = os.path.join(d, "haproxy.log")
+        p = benchlib.spawn([HAPROXY, "-db", "-f", conf], d, output=logf, cpus=CPUS_PROXY)
+        self.procs["haproxy"], self.ports["haproxy"] = p, port
+        benchlib.wait_port(port, p, "haproxy", logf)
 
     def tp_metric(self, name):
         """Sum of one counter from tokenpool's /metrics (None if unreachable)."""
@@ -472,7 +296,7 @@ class Bench:
     # -- how each target is reached
 
     def target_user(self, target):
-        return {"tokenpool": CLIENT_USER, "direct": self.token_user,
+        return {"tokenpool": CLIENT_USER, "direct": self.token_user, "haproxy": self.token_user,
                 "direct_pw": self.rig.mysql_password_user}[target]
 
     def client_env(self, target):
@@ -485,37 +309,46 @@ class Bench:
         "Plugin mysql_clear_password could not be loaded: it is already
         loaded" (seen with sysbench --threads 32). LIBMYSQL_PLUGINS loads it
         once, in mysql_library_init(), before any thread connects."""
-        pw = {"tokenpool": self.client_password, "direct": self.token,
+        pw = {"tokenpool": self.client_password, "direct": self.token, "haproxy": self.token,
               "direct_pw": self.rig.mysql_password}[target]
-        if target == "direct":
+        if target in ("direct", "haproxy"):
             return clean_env(MYSQL_PWD=pw, LIBMYSQL_PLUGINS="mysql_clear_password")
         return clean_env(MYSQL_PWD=pw)
 
     def sysbench_conn(self, target):
         args = [f"--mysql-user={self.target_user(target)}", f"--mysql-db={self.db}"]
         if target == "tokenpool":
-            return args + ["--mysql-host=127.0.0.1", f"--mysql-port={self.port}"]
+            return args + ["--mysql-host=127.0.0.1", f"--mysql-port={self.ports['tokenpool']}"]
         # TLS with the rig CA as cacert.pem; sysbench cannot ask libmariadb
         # to verify the server's name (mysqlslap below does).
-        return args + [f"--mysql-host={self.rig.mysql_hostaddr}", f"--mysql-port={self.rig.mysql_port}",
-                       "--mysql-ssl=on"]
+        host, port = self.endpoint(target)
+        return args + [f"--mysql-host={host}", f"--mysql-port={port}", "--mysql-ssl=on"]
+
+    def endpoint(self, target):
+        """Where a direct-style target connects: MariaDB, or the haproxy
+        relay in front of it (same TLS, same login)."""
+        if target == "haproxy":
+            return "127.0.0.1", self.ports["haproxy"]
+        return self.rig.mysql_hostaddr, self.rig.mysql_port
 
     def slap_conn(self, target):
         args = ["--no-defaults", "--protocol=tcp", "-u", self.target_user(target)]
         if target == "tokenpool":
-            return args + ["-h", "127.0.0.1", "-P", str(self.port), "--skip-ssl"]
-        return args + ["-h", self.rig.mysql_host, "-P", str(self.rig.mysql_port),
+            return args + ["-h", "127.0.0.1", "-P", str(self.ports["tokenpool"]), "--skip-ssl"]
+        # The relay listens on 127.0.0.1 too, so the name ("localhost")
+        # verifies through it as well.
+        return args + ["-h", self.rig.mysql_host, "-P", str(self.endpoint(target)[1]),
                        f"--ssl-ca={self.rig.ca_file}", "--ssl-verify-server-cert"]
 
     def smoke(self):
         """Each target logs in and reaches MariaDB as the expected user, and
         sees the sysbench tables."""
-        want = {"tokenpool": self.token_user, "direct": self.token_user,
+        want = {"tokenpool": self.token_user, "direct": self.token_user, "haproxy": self.token_user,
                 "direct_pw": self.rig.mysql_password_user}
         for t in TARGETS:
             if t == "tokenpool":
                 async def q():
-                    c = await mywire.connect("127.0.0.1", self.port, CLIENT_USER, self.client_password, self.db)
+                    c = await self.connect(self.ports["tokenpool"])
                     try:
                         return await c.query("SELECT CURRENT_USER(), COUNT(*) FROM sbtest1")
                     finally:
@@ -523,7 +356,8 @@ class Bench:
                 rows = asyncio.run(q())
                 user, n = rows[0][0], int(rows[0][1])
             else:
-                c = self.rig.mysql_connect(self.target_user(t), self.client_env(t)["MYSQL_PWD"])
+                c = self.rig.mysql_connect(self.target_user(t), self.client_env(t)["MYSQL_PWD"],
+                                           port=self.endpoint(t)[1])
                 try:
                     with c.cursor() as cur:
                         cur.execute("SELECT CURRENT_USER(), COUNT(*) FROM sbtest1")
@@ -534,7 +368,8 @@ class Bench:
             if user != want[t] or n != TABLE_SIZE:
                 raise BenchError(f"{t}: logged in as {user}, sbtest1 has {n} rows "
                                  f"(want {want[t]}, {TABLE_SIZE})")
-        log(f"smoke test ok: tokenpool and direct reach MariaDB as {self.token_user}"
+        log(f"smoke test ok: tokenpool and direct{' and haproxy' if 'haproxy' in TARGETS else ''} "
+            f"reach MariaDB as {self.token_user}"
             + (f", direct_pw as {self.rig.mysql_password_user}" if "direct_pw" in TARGETS else ""))
 
     # -- one measured run
@@ -552,10 +387,11 @@ class Bench:
                 f"--concurrency={threads}", "--iterations=1", f"--number-of-queries={slap_queries}",
                 "--detach=1"]
             timeout = max(120, seconds * 20)
-        load, waited = wait_quiet() if quiet else (None, 0.0)
+        load, waited = benchlib.wait_quiet(QUIET_MAX) if quiet else (None, 0.0)
         mysqld = self.rig.mysql_server_pid()
-        proxy = self.proc if target == "tokenpool" else None
-        conns0 = self.tp_metric("tokenpool_client_connections_total") if proxy else self.server_connections()
+        proxy = self.procs.get(target)
+        counted = target == "tokenpool"
+        conns0 = self.tp_metric("tokenpool_client_connections_total") if counted else self.server_connections()
         before = {
             "proxy": proc_ticks(proxy.pid) if proxy else 0,
             "mysql": proc_ticks(mysqld, children=True),
@@ -565,7 +401,7 @@ class Bench:
         t0 = time.monotonic()
         self.client = subprocess.Popen(cmd, cwd=self.client_dir, env=self.client_env(target),
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                       preexec_fn=child_setup(cpus=CPUS_CLIENT))
+                                       preexec_fn=benchlib.child_setup(cpus=CPUS_CLIENT))
         try:
             out, err = self.client.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -589,7 +425,7 @@ class Bench:
         }
         ours = sum(v for k, v in cpu.items() if k in ("proxy_s", "mysql_s", "client_s") and v)
         cpu["other_s"] = max(0.0, cpu["machine_busy_s"] - ours)
-        conns1 = self.tp_metric("tokenpool_client_connections_total") if proxy else self.server_connections()
+        conns1 = self.tp_metric("tokenpool_client_connections_total") if counted else self.server_connections()
         res = {"target": target, "cmd": " ".join(os.path.basename(c) for c in cmd[:2]) + " "
                + " ".join(cmd[2:]), "rc": rc, "cpu": cpu,
                "load_before_cores": load and round(load, 2), "quiet_wait_s": round(waited, 1),
@@ -606,8 +442,10 @@ class Bench:
             res["error"] = (out[-1500:] + err[-1500:]).strip()
             self.fail(f"{os.path.basename(cmd[0])} against {target} ({os.path.basename(str(script or ''))} "
                       f"threads={threads}) exited {rc}:\n{res['error']}")
-        if proxy is not None:
-            self.check_alive()
+        if target == "tokenpool":
+            self.check_alive(target)
+        elif proxy is not None and proxy.poll() is not None:
+            self.fail(f"haproxy exited with status {proxy.returncode}")
         return res
 
     # -- the scenarios
@@ -633,121 +471,137 @@ class Bench:
             self.run_client(t, "sysbench", "oltp_read_only", 8, 3, quiet=False)
         if any(s[2] == "slap" for s in todo):
             self.calibrate_slap()
-        n = len(TARGETS)
         for key, label, kind, script, threads in todo:
-            per_target = {t: [] for t in TARGETS}
-            for rep in range(REPS):
-                order = TARGETS[rep % n:] + TARGETS[:rep % n]   # rotate who goes first
-                for t in order:
-                    log(f"{key} rep {rep + 1}/{REPS}: {t}")
-                    r = self.run_client(t, kind, script, threads, SECONDS,
-                                        slap_queries=self.slap_queries.get(t))
-                    r.update(scenario=key, rep=rep + 1)
-                    self.results["runs"].append(r)
-                    per_target[t].append(r)
-                    if kind == "slap" and r.get("rate"):
-                        # Keep the next run near SECONDS even when the
-                        # calibration ran on a busier (or idler) machine.
-                        self.slap_queries[t] = max(SLAP_C * 20, int(r["rate"] * SECONDS))
-                    c = r["cpu"]
-                    log(f"   rate={fmt_num(r['rate'])}/s lat_avg={fmt_num(r['lat_avg_ms'])} ms "
-                        f"p95={fmt_num(r['lat_p95_ms'])} ms conns={r['connections']} "
-                        f"proxy_cpu={fmt_num(c['proxy_s'])}s mysql_cpu={c['mysql_s']:.1f}s "
-                        f"client_cpu={c['client_s']:.1f}s other={c['other_s']:.1f}s "
-                        f"steal={c['steal_s']:.1f}s")
-            summ = {}
-            for t, runs in per_target.items():
-                ok = [r for r in runs if "error" not in r]
+            per_target = benchlib.interleaved(
+                TARGETS, REPS, lambda t, rep: self.measure(key, t, rep, kind, script, threads))
+            self.results["summary"][key] = {
+                "label": label, "kind": kind,
+                "targets": {t: summarize(runs) for t, runs in per_target.items()}}
 
-                def med(field):
-                    vals = [r[field] for r in ok if r.get(field) is not None]
-                    return statistics.median(vals) if vals else None
-
-                def med_cpu(field):
-                    vals = [r["cpu"][field] / r["cpu"]["wall_s"] for r in ok
-                            if r["cpu"].get(field) is not None]
-                    return statistics.median(vals) if vals else None
-
-                summ[t] = {f: med(f) for f in ("rate", "qps", "lat_avg_ms", "lat_p95_ms",
-                                               "proxy_us_per_event")}
-                summ[t]["rate_all"] = [r.get("rate") for r in runs]
-                summ[t]["cores"] = {k: med_cpu(k) for k in ("proxy_s", "mysql_s", "client_s", "irq_s",
-                                                            "other_s", "steal_s")}
-            self.results["summary"][key] = {"label": label, "kind": kind, "targets": summ}
+    def measure(self, key, t, rep, kind, script, threads):
+        log(f"{key} rep {rep + 1}/{REPS}: {t}")
+        r = self.run_client(t, kind, script, threads, SECONDS, slap_queries=self.slap_queries.get(t))
+        r.update(scenario=key, rep=rep + 1)
+        self.results["runs"].append(r)
+        if kind == "slap" and r.get("rate"):
+            # Keep the next run near SECONDS even when the calibration ran
+            # on a busier (or idler) machine.
+            self.slap_queries[t] = max(SLAP_C * 20, int(r["rate"] * SECONDS))
+        c = r["cpu"]
+        log(f"   rate={fmt_num(r['rate'])}/s lat_avg={fmt_num(r['lat_avg_ms'])} ms "
+            f"p95={fmt_num(r['lat_p95_ms'])} ms conns={r['connections']} "
+            f"proxy_cpu={fmt_num(c['proxy_s'])}s mysql_cpu={c['mysql_s']:.1f}s "
+            f"client_cpu={c['client_s']:.1f}s other={c['other_s']:.1f}s "
+            f"steal={c['steal_s']:.1f}s")
+        return r
 
     # -- memory
+
+    def connect(self, port):
+        """One logged-in mywire client of tokenpool."""
+        return mywire.connect("127.0.0.1", port, CLIENT_USER, self.client_password, self.db)
 
     def rss_phase(self):
         if ONLY and "rss" not in ONLY:
             return
-        mywire.raise_nofile()
-        # A fresh process, so the benchmarks' allocations do not count.
-        self.stop_tokenpool()
-        self.start_tokenpool(tag="-rss")
-        pid = self.proc.pid
-        log(f"rss: tokenpool pid {pid}, opening idle clients {IDLE_STEPS}")
-        try:
-            self.results["rss"]["tokenpool"] = asyncio.run(self._rss(pid, self.port))
-        except Exception as e:  # noqa: BLE001
-            self.fail(f"rss phase: {type(e).__name__}: {e}\n{tail(self.log_path)}")
-        self.check_alive()
-
-    async def _rss(self, pid, port):
-        # Warm-up: one login and a query, so tokenpool has its token and a
-        # server connection before the baseline is taken.
-        c = await mywire.connect("127.0.0.1", port, CLIENT_USER, self.client_password, self.db)
-        await c.query("SELECT 1")
-        c.close()
-        await asyncio.sleep(1)
-        out = {"baseline_kb": vm_rss_kb(pid), "steps": []}
-        conns = []
-        try:
-            for n in IDLE_STEPS:
-                need = n - len(conns)
-                _, secs, errors = await mywire.open_many(need, "127.0.0.1", port, CLIENT_USER,
-                                                         self.client_password, self.db,
-                                                         concurrency=IDLE_CONCURRENCY, into=conns)
-                if errors:
-                    raise BenchError(f"{len(errors)} of {need} logins failed (first: {errors[0]})")
-                # Idle, but still served: a query on a sample of them proves
-                # tokenpool has not wedged.
-                for probe in conns[:: max(1, len(conns) // 10)]:
-                    await probe.query("SELECT 1")
-                await asyncio.sleep(1)
-                rss = vm_rss_kb(pid)
-                step = {"clients": len(conns), "rss_kb": rss, "login_s": round(secs, 2),
-                        "bytes_per_client": (rss - out["baseline_kb"]) * 1024 / len(conns)}
-                out["steps"].append(step)
-                log(f"   {len(conns)} idle clients, VmRSS {rss} kB "
-                    f"({step['bytes_per_client']:.0f} B/client, logins took {secs:.1f}s)")
-        finally:
-            for c in conns:
-                c.close()
-            await asyncio.sleep(0.5)
-        out["after_close_kb"] = vm_rss_kb(pid)
-        return out
+        self.measure_rss("tokenpool", self.connect, lambda c: c.query("SELECT 1"), IDLE_STEPS,
+                         IDLE_CONCURRENCY)
 
     # -- teardown
 
     def cleanup(self):
-        if self.client is not None and self.client.poll() is None:
-            self.client.kill()
-            self.client.wait()
-        self.stop_tokenpool()
-        # tokenpool's logs (level warn) go into the JSON before the run
-        # directory is removed.
-        self.results["logs"] = {}
-        p = os.path.join(self.dir, "tokenpool")
-        if os.path.isdir(p):
-            for name in sorted(os.listdir(p)):
-                if name.endswith(".log"):
-                    self.results["logs"][name] = tail(os.path.join(p, name), 40)
-        if self.rig is not None:
-            self.rig.stop()
-        if not self.keep:
-            shutil.rmtree(self.dir, ignore_errors=True)
-        else:
-            log(f"kept {self.dir}")
+        benchlib.kill_process(self.client)
+        self.stop_all()
+        self.finish(["tokenpool"])
+
+    # -- report
+
+    def table_rows(self):
+        """Rows of COLUMNS: values per target, then the ratios, then a note."""
+        results = self.results
+        rows = []
+        S = results["summary"]
+        for key, label, kind, *_ in SCENARIOS:
+            if key not in S:
+                continue
+            t = S[key]["targets"]
+            v = {k: t.get(k, {}) for k in ALL_TARGETS}
+
+            def row(metric, field, higher_better, goal=None, direct=True):
+                a = v["tokenpool"].get(field)
+                h = v["haproxy"].get(field)
+                d = v["direct"].get(field) if direct else None
+                p = v["direct_pw"].get(field) if direct else None
+                r1 = ratio(a, d)
+                rows.append((f"{label}: {metric}", a, d, p, h, r1, ratio(a, p), ratio(h, d),
+                             benchlib.goal_note(r1, goal, higher_better, " direct")))
+
+            if kind == "slap":
+                row("connections/s", "rate", True, GOALS.get(key))
+                row("connect+query+close ms", "lat_avg_ms", False)
+                row("proxy CPU us/connection", "proxy_us_per_event", False, direct=False)
+            else:
+                row("TPS", "rate", True, GOALS.get(key))
+                row("QPS", "qps", True)
+                row("latency avg ms", "lat_avg_ms", False)
+                row("latency p95 ms", "lat_p95_ms", False)
+                row("proxy CPU us/txn", "proxy_us_per_event", False, direct=False)
+        tp = results.get("rss", {}).get("tokenpool")
+        if tp:
+            none = (None,) * 6
+            rows.append(("RSS baseline kB", tp.get("baseline_kb")) + none + ("",))
+            for s in tp.get("steps", []):
+                rows.append((f"RSS with {s['clients']:,} idle clients kB", s["rss_kb"]) + none + ("",))
+            for s in tp.get("steps", []):
+                rows.append((f"RSS per idle client @{s['clients']:,} bytes", s["bytes_per_client"]) + none + ("",))
+        return rows
+
+    def print_report(self, rows, c):
+        res = self.results
+        print(f"\ntokenpool vs direct MariaDB -- {c['tokenpool']}; {c['sysbench']}; {c['mysqlslap']}; "
+              f"{c['nproc']} CPUs")
+        print(f"sysbench --time {SECONDS} --tables {TABLES} --table-size {TABLE_SIZE} "
+              f"--db-ps-mode {PS_MODE}; transaction pooling, pool size {POOL_SIZE}; targets "
+              f"interleaved, {REPS} reps each, median shown"
+              + (" (median of 2 = mean)" if REPS == 2 else "")
+              + (f"; nice {NICE} for tokenpool, clients and MariaDB" if NICE else "")
+              + (f"; tokenpool on CPUs {CPUS_PROXY}" if CPUS_PROXY else "")
+              + (f"; clients on CPUs {CPUS_CLIENT}" if CPUS_CLIENT else ""))
+        print(f"tokenpool: clients over plain TCP, mysql_native_password against a "
+              f"{'stored hash' if CREDENTIAL == 'hash' else 'plain password'}; upstream: pooled "
+              f"verify-full TLS connections logged in with an Entra-style token.")
+        print(f"direct: no pool -- every connection does TLS + mysql_clear_password with a "
+              f"{c.get('token_bytes', '?')}-byte token checked by the server (PAM) + a new server "
+              f"thread; the tp/direct ratio uses it.")
+        print("direct_pw: the same over TLS as legacy_app with mysql_native_password (no token).")
+        if "haproxy" in TARGETS:
+            print(f"haproxy: {c.get('haproxy', '?')} in TCP mode (its defaults) between the client and "
+                  f"MariaDB, login and TLS as direct: the cost of an extra hop alone.")
+        print()
+        benchlib.print_table(COLUMNS[:-1], rows, drop_empty=True)
+        S = res["summary"]
+        width = max((len(label) for key, label, *_ in SCENARIOS if key in S), default=0)
+        benchlib.print_cpu(S, f"CPU used during the runs, in cores of {os.cpu_count()} "
+                           "(proxy / mariadb / client program / everything else):",
+                           [(key, f"{label:{width}s}") for key, label, *_ in SCENARIOS], TARGETS,
+                           ("proxy_s", "mysql_s", "client_s", "other_s"))
+        notes = list(self.notes) + benchlib.noise_notes(res["runs"])
+        steal = [r["cpu"]["steal_s"] / r["cpu"]["wall_s"] for r in res["runs"] if r["cpu"]["wall_s"]]
+        if steal and max(steal) > 0.1:
+            notes.append(f"the hypervisor took up to {max(steal):.2f} cores from this VM (steal) "
+                         f"during some runs: expect noise.")
+        benchlib.print_notes(notes)
+
+
+def summarize(runs):
+    """One target's runs of a scenario: medians over the runs that worked."""
+    ok = benchlib.ok_runs(runs)
+    out = {f: benchlib.median_field(ok, f)
+           for f in ("rate", "qps", "lat_avg_ms", "lat_p95_ms", "proxy_us_per_event")}
+    out["rate_all"] = [r.get("rate") for r in runs]
+    out["cores"] = benchlib.median_cores(ok, ("proxy_s", "mysql_s", "client_s", "irq_s", "other_s",
+                                              "steal_s"))
+    return out
 
 
 # ---------------------------------------------------------------- output parsing
@@ -782,96 +636,6 @@ def parse_slap(out, res, queries, concurrency):
 
 # ---------------------------------------------------------------- report
 
-def fmt_num(v, digits=None):
-    if v is None:
-        return "-"
-    if digits is None:
-        digits = 0 if abs(v) >= 100 else (1 if abs(v) >= 10 else 2)
-    return f"{v:,.{digits}f}"
-
-
-def ratio(a, b):
-    if a is None or b is None or b == 0:
-        return None
-    return a / b
-
-
-def build_rows(results):
-    """(metric, tp, direct, direct_pw, tp/direct, tp/direct_pw, note) rows."""
-    rows = []
-    S = results["summary"]
-    for key, label, kind, *_ in SCENARIOS:
-        if key not in S:
-            continue
-        t = S[key]["targets"]
-        v = {k: t.get(k, {}) for k in ALL_TARGETS}
-
-        def row(metric, field, higher_better, goal=None, direct=True):
-            a = v["tokenpool"].get(field)
-            d = v["direct"].get(field) if direct else None
-            p = v["direct_pw"].get(field) if direct else None
-            r1 = ratio(a, d)
-            note = ""
-            if goal is not None and r1 is not None:
-                note = f"goal >= {goal}x direct: {'met' if r1 >= goal else 'MISSED'}"
-            elif r1 is not None and not higher_better:
-                note = "lower is better"
-            rows.append((f"{label}: {metric}", a, d, p, r1, ratio(a, p), note))
-
-        if kind == "slap":
-            row("connections/s", "rate", True, GOALS.get(key))
-            row("connect+query+close ms", "lat_avg_ms", False)
-            row("proxy CPU us/connection", "proxy_us_per_event", False, direct=False)
-        else:
-            row("TPS", "rate", True, GOALS.get(key))
-            row("QPS", "qps", True)
-            row("latency avg ms", "lat_avg_ms", False)
-            row("latency p95 ms", "lat_p95_ms", False)
-            row("proxy CPU us/txn", "proxy_us_per_event", False, direct=False)
-    tp = results.get("rss", {}).get("tokenpool")
-    if tp:
-        rows.append(("RSS baseline kB", tp.get("baseline_kb"), None, None, None, None, ""))
-        for s in tp.get("steps", []):
-            rows.append((f"RSS with {s['clients']:,} idle clients kB", s["rss_kb"], None, None, None, None, ""))
-        for s in tp.get("steps", []):
-            rows.append((f"RSS per idle client @{s['clients']:,} bytes", s["bytes_per_client"], None, None,
-                         None, None, ""))
-    return rows
-
-
-def print_table(rows, out=sys.stdout):
-    hdr = ("metric", "tokenpool", "direct", "direct_pw", "tp/direct", "tp/direct_pw", "")
-    cells = [hdr] + [(m, fmt_num(a), fmt_num(d), fmt_num(p),
-                      fmt_num(r1, 2) if r1 is not None else "-",
-                      fmt_num(r2, 2) if r2 is not None else "-", note)
-                     for m, a, d, p, r1, r2, note in rows]
-    w = [max(len(c[i]) for c in cells) for i in range(len(hdr))]
-    for n, c in enumerate(cells):
-        print("  ".join([c[0].ljust(w[0])] + [c[i].rjust(w[i]) for i in range(1, 6)] + [c[6]]).rstrip(),
-              file=out)
-        if n == 0:
-            print("  ".join("-" * x for x in w[:6]), file=out)
-
-
-def print_cpu(results, out=sys.stdout):
-    """Where the CPU went (cores used, median over reps) per scenario/target."""
-    S = results["summary"]
-    if not S:
-        return
-    width = max(len(s[1]) for s in SCENARIOS if s[0] in S)
-    print(f"\nCPU used during the runs, in cores of {os.cpu_count()} "
-          "(tokenpool / mariadb / client program / everything else):", file=out)
-    for key, label, *_ in SCENARIOS:
-        if key not in S:
-            continue
-        parts = []
-        for t in TARGETS:
-            c = S[key]["targets"][t]["cores"]
-            parts.append(f"{t} {fmt_num(c['proxy_s'], 2)}/{fmt_num(c['mysql_s'], 2)}/"
-                         f"{fmt_num(c['client_s'], 2)}/{fmt_num(c['other_s'], 2)}")
-        print(f"  {label:{width}s} " + "   ".join(parts), file=out)
-
-
 def tool_version(cmd):
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
@@ -881,126 +645,5 @@ def tool_version(cmd):
         return "?"
 
 
-def main():
-    t_start = time.monotonic()
-    bench = None
-    interrupted = []
-
-    def on_signal(signum, _frame):
-        if not interrupted:
-            interrupted.append(signum)
-            raise Interrupted(signal.Signals(signum).name)
-
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, on_signal)
-    rc = 0
-    try:
-        if os.geteuid() != 0:
-            raise BenchError("run as root (the rig needs it)")
-        if not os.access(os.environ.get("TOKENPOOL_BIN") or os.path.join(REPO, "build", "tokenpool"),
-                         os.X_OK):
-            raise BenchError("tokenpool binary not found: build it or set TOKENPOOL_BIN")
-        for f in (SYSBENCH, MYSQLSLAP, OPENSSL):
-            if not os.access(f, os.X_OK):
-                raise BenchError(f"{f} missing (apt-get install -y sysbench mariadb-client openssl)")
-        bad = [t for t in TARGETS if t not in ALL_TARGETS]
-        if bad or "tokenpool" not in TARGETS or "direct" not in TARGETS:
-            raise BenchError(f"BENCH_TARGETS must name tokenpool and direct (and may name direct_pw): {bad}")
-        bad = ONLY - set(SCENARIO_KEYS) - {"rss"}
-        if bad:
-            raise BenchError(f"BENCH_ONLY: unknown {sorted(bad)} (known: {', '.join(SCENARIO_KEYS)}, rss)")
-        if CREDENTIAL not in ("hash", "password"):
-            raise BenchError("BENCH_CLIENT_CREDENTIAL must be hash or password")
-        bench = Bench()
-        bench.results["config"].update(
-            seconds=SECONDS, reps=REPS, pool_size=POOL_SIZE, tables=TABLES, table_size=TABLE_SIZE,
-            slap_concurrency=SLAP_C, ps_mode=PS_MODE, client_credential=CREDENTIAL,
-            targets=list(TARGETS), pool_mode="transaction", idle_steps=IDLE_STEPS,
-            cpus_proxy=CPUS_PROXY or None, cpus_client=CPUS_CLIENT or None, nice=NICE,
-            nproc=os.cpu_count(),
-            tokenpool=tool_version([bench.tp_bin, "--version"]),
-            sysbench=tool_version([SYSBENCH, "--version"]),
-            mysqlslap=tool_version([MYSQLSLAP, "--version"]),
-            mariadbd=tool_version(["/usr/sbin/mariadbd", "--version"]))
-        bench.start_rig()
-        bench.sysbench_prepare()
-        bench.renice_mysql()
-        bench.start_tokenpool()
-        bench.smoke()
-        bench.benchmarks()
-        bench.rss_phase()
-    except Interrupted as e:
-        log(f"interrupted ({e}); stopping everything")
-        rc = 130
-    except Exception as e:  # noqa: BLE001
-        log(f"error: {type(e).__name__}: {e}")
-        traceback.print_exc()
-        if bench is not None and bench.log_path:
-            log(f"tokenpool log tail ({bench.log_path}):\n{tail(bench.log_path)}")
-        rc = 1
-    finally:
-        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(s, signal.SIG_IGN)
-        if bench is not None:
-            try:
-                bench.cleanup()
-            except Exception as e:  # noqa: BLE001
-                log(f"cleanup: {type(e).__name__}: {e}")
-        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(s, signal.SIG_DFL)
-    if bench is None:
-        return rc or 1
-    res = bench.results
-    res["elapsed_s"] = round(time.monotonic() - t_start, 1)
-    res["failures"] = bench.failures
-    if rc == 0 and bench.failures:
-        rc = 1
-    rows = build_rows(res)
-    res["table"] = [dict(zip(("metric", "tokenpool", "direct", "direct_pw", "tp_over_direct",
-                              "tp_over_direct_pw", "note"), r)) for r in rows]
-    if rows:
-        c = res["config"]
-        print(f"\ntokenpool vs direct MariaDB -- {c['tokenpool']}; {c['sysbench']}; {c['mysqlslap']}; "
-              f"{c['nproc']} CPUs")
-        print(f"sysbench --time {SECONDS} --tables {TABLES} --table-size {TABLE_SIZE} "
-              f"--db-ps-mode {PS_MODE}; transaction pooling, pool size {POOL_SIZE}; targets "
-              f"interleaved, {REPS} reps each, median shown"
-              + (" (median of 2 = mean)" if REPS == 2 else "")
-              + (f"; nice {NICE} for tokenpool, clients and MariaDB" if NICE else "")
-              + (f"; tokenpool on CPUs {CPUS_PROXY}" if CPUS_PROXY else "")
-              + (f"; clients on CPUs {CPUS_CLIENT}" if CPUS_CLIENT else ""))
-        print(f"tokenpool: clients over plain TCP, mysql_native_password against a "
-              f"{'stored hash' if CREDENTIAL == 'hash' else 'plain password'}; upstream: pooled "
-              f"verify-full TLS connections logged in with an Entra-style token.")
-        print(f"direct: no pool -- every connection does TLS + mysql_clear_password with a "
-              f"{c.get('token_bytes', '?')}-byte token checked by the server (PAM) + a new server "
-              f"thread; the tp/direct ratio uses it.")
-        print("direct_pw: the same over TLS as legacy_app with mysql_native_password (no token).\n")
-        print_table(rows)
-        print_cpu(res)
-        notes = list(bench.notes)
-        other = [r["cpu"]["other_s"] / r["cpu"]["wall_s"] for r in res["runs"] if r["cpu"]["wall_s"]]
-        if other and max(other) > 0.2:
-            notes.append(f"other processes on this machine used up to {max(other):.2f} cores during "
-                         f"some runs: expect noise (see runs[].cpu in the JSON).")
-        steal = [r["cpu"]["steal_s"] / r["cpu"]["wall_s"] for r in res["runs"] if r["cpu"]["wall_s"]]
-        if steal and max(steal) > 0.1:
-            notes.append(f"the hypervisor took up to {max(steal):.2f} cores from this VM (steal) "
-                         f"during some runs: expect noise.")
-        for n in notes:
-            print(f"\nnote: {n}")
-    if bench.failures:
-        print("\nFAILURES:")
-        for f in bench.failures:
-            print("  - " + f.replace("\n", "\n    "))
-    print(f"\ntotal runtime {res['elapsed_s']}s")
-    out = os.environ.get("BENCH_OUT")
-    if out:
-        with open(out, "w") as f:
-            json.dump(res, f, indent=2)
-        print(f"results: {out}")
-    return rc
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(benchlib.main(Bench))

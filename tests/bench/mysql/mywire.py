@@ -19,11 +19,11 @@ import argparse
 import asyncio
 import hashlib
 import os
-import resource
-import signal
 import struct
 import sys
-import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import idle_clients  # noqa: E402  (tests/bench/: opens and holds many clients)
 
 # Capability flags (protocol "Capabilities Flags").
 LONG_PASSWORD = 0x1
@@ -53,14 +53,16 @@ class MyError(Exception):
         super().__init__(f"{code} ({state}): {message}" if code else message)
 
 
+def _xor(a, b):
+    return bytes(x ^ y for x, y in zip(a, b))
+
+
 def native_scramble(password, nonce):
     """mysql_native_password: SHA1(pw) XOR SHA1(nonce + SHA1(SHA1(pw)))."""
     if not password:
         return b""
     h1 = hashlib.sha1(password.encode()).digest()
-    h2 = hashlib.sha1(h1).digest()
-    h3 = hashlib.sha1(nonce + h2).digest()
-    return bytes(a ^ b for a, b in zip(h1, h3))
+    return _xor(h1, hashlib.sha1(nonce + hashlib.sha1(h1).digest()).digest())
 
 
 def sha2_scramble(password, nonce):
@@ -68,9 +70,7 @@ def sha2_scramble(password, nonce):
     if not password:
         return b""
     h1 = hashlib.sha256(password.encode()).digest()
-    h2 = hashlib.sha256(h1).digest()
-    h3 = hashlib.sha256(h2 + nonce).digest()
-    return bytes(a ^ b for a, b in zip(h1, h3))
+    return _xor(h1, hashlib.sha256(hashlib.sha256(h1).digest() + nonce).digest())
 
 
 def _lenenc_int(n):
@@ -195,15 +195,8 @@ class MyConn:
         return bool(status & 0x8)
 
     def close(self):
-        try:
-            self.seq = 0
-            self.write_packet(bytes([COM_QUIT]))
-        except Exception:
-            pass
-        try:
-            self.writer.close()
-        except Exception:
-            pass
+        # COM_QUIT: a 1-byte packet, sequence number 0.
+        idle_clients.close_quietly(self.writer, b"\x01\x00\x00\x00" + bytes([COM_QUIT]))
 
 
 async def connect(host, port, user, password, database, timeout=30):
@@ -295,33 +288,6 @@ async def _login(conn, user, password, database):
             raise MyError(0, "", f"unexpected packet 0x{pkt[0]:02x} during login")
 
 
-async def open_many(n, host, port, user, password, database, concurrency=64, into=None):
-    """Open n logged-in connections, at most `concurrency` logins in flight.
-    Appends them to `into` (a list) and returns (list, seconds, errors)."""
-    into = [] if into is None else into
-    sem = asyncio.Semaphore(concurrency)
-    errors = []
-
-    async def one():
-        async with sem:
-            try:
-                into.append(await connect(host, port, user, password, database))
-            except Exception as e:  # noqa: BLE001 -- counted and reported
-                errors.append(f"{type(e).__name__}: {e}")
-
-    t0 = time.monotonic()
-    await asyncio.gather(*(one() for _ in range(n)))
-    return into, time.monotonic() - t0, errors
-
-
-def raise_nofile():
-    """Soft open-files limit up to the hard one (no CAP_SYS_RESOURCE needed)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description="hold N logged-in idle MySQL connections")
     ap.add_argument("--host", default="127.0.0.1")
@@ -332,26 +298,13 @@ def main(argv=None):
     ap.add_argument("--concurrency", type=int, default=64)
     args = ap.parse_args(argv)
     password = os.environ.get("MYSQL_PWD", "")
-    raise_nofile()
 
-    async def run():
-        conns, secs, errors = await open_many(args.count, args.host, args.port, args.user,
-                                              password, args.database, args.concurrency)
-        print(f"{len(conns)} logged in in {secs:.1f}s, {len(errors)} failed"
-              + (f" (first: {errors[0]})" if errors else ""), flush=True)
-        if conns:
-            print("first: " + repr(await conns[0].query("SELECT CURRENT_USER(), CONNECTION_ID()")),
-                  flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        for c in conns:
-            c.close()
+    async def first(c):
+        return "first: " + repr(await c.query("SELECT CURRENT_USER(), CONNECTION_ID()"))
 
-    asyncio.run(run())
-    return 0
+    return idle_clients.hold(
+        lambda: connect(args.host, args.port, args.user, password, args.database),
+        args.count, args.concurrency, show=first)
 
 
 if __name__ == "__main__":

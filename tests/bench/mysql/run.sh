@@ -16,28 +16,15 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../../.." && pwd)"
+. "$here/../lib.sh"
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "run.sh: needs root (the rig runs MariaDB and PostgreSQL and writes /etc/pam.d)" >&2
-    exit 1
-fi
+need_root "the rig runs MariaDB and PostgreSQL and writes /etc/pam.d"
 for f in /usr/bin/sysbench /usr/bin/mariadb-slap /usr/sbin/mariadbd /usr/bin/openssl /usr/bin/python3; do
-    [ -x "$f" ] || { echo "run.sh: $f missing (apt-get install -y sysbench mariadb-server mariadb-client openssl python3-pymysql)" >&2; exit 1; }
+    [ -x "$f" ] || die "$f missing (apt-get install -y sysbench mariadb-server mariadb-client openssl python3-pymysql)"
 done
 /usr/bin/python3 -c 'import pymysql' 2>/dev/null \
-    || { echo "run.sh: python3-pymysql missing (apt-get install -y python3-pymysql)" >&2; exit 1; }
+    || die "python3-pymysql missing (apt-get install -y python3-pymysql)"
 
-if [ -z "${TOKENPOOL_BIN:-}" ]; then
-    echo "[run.sh] building tokenpool (Release) in $repo/build" >&2
-    (cd "$repo" && cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null \
-        && cmake --build build -j2 --target tokenpool >/dev/null) \
-        || { echo "run.sh: build failed" >&2; exit 1; }
-    export TOKENPOOL_BIN="$repo/build/tokenpool"
-fi
+build_tokenpool
 
-# 10,000 idle clients need more than 1024 descriptors in tokenpool and in
-# the client; children inherit this (bench.py also sets soft = hard for them).
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-
-exec /usr/bin/python3 "$here/bench.py" "$@"
+exec_bench "$@"

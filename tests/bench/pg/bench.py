@@ -45,30 +45,24 @@ Exit status: 0 when every measurement completed, 1 when something failed
 (the reason and the proxy's log tail are printed), 130 when interrupted.
 """
 
-import asyncio
-import ctypes
-import json
 import os
 import pwd
 import re
 import resource
 import shutil
-import signal
-import socket
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
-sys.path.insert(0, os.path.join(REPO, "tests", "rig"))
+sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
+import benchlib  # noqa: E402  (also puts tests/rig on sys.path)
 import pgwire  # noqa: E402
-from rig import Rig, free_port  # noqa: E402
+from benchlib import (CLK_TCK, NICE, BenchError, clean_env, env_int, env_list, fmt_num,  # noqa: E402
+                      log, machine_ticks, proc_stat, proc_ticks, ratio)
+from rig import free_port  # noqa: E402
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 PGBENCH = os.path.join(PG_BIN, "pgbench")
@@ -79,14 +73,6 @@ CLIENT_USER = "app"              # proxies' client, 4096-iteration verifier
 CLIENT_USER_I1 = "app_i1"        # proxies' client, 1-iteration verifier
 DIRECT_USER_I1 = "legacy_i1"     # PostgreSQL role with a 1-iteration verifier
 PGBOUNCER_MAX_PASSWORD = 2047    # PgBouncer 1.18: MAX_PASSWORD 2048 incl. NUL
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-DIR_PREFIX = "tokenpool-bench-"
-
-
-def env_int(name, default):
-    v = os.environ.get(name, "")
-    return int(v) if v.strip() else default
-
 
 SECONDS = env_int("BENCH_SECONDS", 15)
 REPS = env_int("BENCH_REPS", 3)
@@ -94,13 +80,11 @@ THREADS = env_int("BENCH_THREADS", 2)
 POOL_SIZE = env_int("BENCH_POOL_SIZE", 20)
 SCALE = env_int("BENCH_SCALE", 10)
 IDLE_CONCURRENCY = env_int("BENCH_IDLE_CONCURRENCY", 64)   # logins in flight
-IDLE_STEPS = [int(x) for x in os.environ.get("BENCH_IDLE", "1000,10000").split(",") if x.strip()]
-ONLY = set(x.strip() for x in os.environ.get("BENCH_ONLY", "").split(",") if x.strip())
+IDLE_STEPS = [int(x) for x in env_list("BENCH_IDLE", "1000,10000")]
+ONLY = set(env_list("BENCH_ONLY", ""))
 CPUS_PROXY = os.environ.get("BENCH_CPUS_PROXY", "")
 CPUS_CLIENT = os.environ.get("BENCH_CPUS_CLIENT", "")
 QUIET_MAX = env_int("BENCH_QUIET_MAX", 10)          # seconds to wait for a quiet machine
-NICE = env_int("BENCH_NICE", -5)                     # for everything measured
-QUIET_CORES = float(os.environ.get("BENCH_QUIET_CORES", "0.3"))
 
 SCENARIOS = [
     # key, label, pgbench args, proxy client user, direct user
@@ -111,201 +95,66 @@ SCENARIOS = [
 ]
 
 
-class BenchError(RuntimeError):
-    pass
+# ---------------------------------------------------------------- PostgreSQL's processes
 
-
-class Interrupted(BaseException):
-    pass
-
-
-def log(msg):
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def cpu_set(spec):
-    out = set()
-    for part in spec.split(","):
-        if "-" in part:
-            a, b = part.split("-")
-            out.update(range(int(a), int(b) + 1))
-        elif part.strip():
-            out.add(int(part))
+def pg_children(postmaster):
+    """PIDs whose parent is the postmaster: its backends and helpers."""
+    out = []
+    for name in os.listdir("/proc"):
+        f = proc_stat(name) if name.isdigit() else None
+        if f is not None and int(f[1]) == postmaster:
+            out.append(int(name))
     return out
-
-
-def child_setup(uid=None, gid=None, cpus=""):
-    """preexec_fn: open-files limit to the hard limit, optional CPU pinning,
-    optional user switch, then SIGTERM when this (parent) process dies --
-    after the user switch, because changing credentials clears it."""
-    def f():
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        if cpus:
-            os.sched_setaffinity(0, cpu_set(cpus))
-        if NICE:
-            os.setpriority(os.PRIO_PROCESS, 0, NICE)
-        if gid is not None:
-            os.setgroups([])
-            os.setgid(gid)
-        if uid is not None:
-            os.setuid(uid)
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    return f
-
-
-def wait_port(port, proc, what, logfile, timeout=15):
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise BenchError(f"{what} exited with {proc.returncode} before listening:\n{tail(logfile)}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise BenchError(f"{what} did not listen on {port} within {timeout}s:\n{tail(logfile)}")
-        time.sleep(0.05)
-
-
-def tail(path, n=60):
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-n:])
-    except OSError as e:
-        return f"({path}: {e})"
-
-
-# ---------------------------------------------------------------- CPU accounting
-
-def proc_ticks(pid, children=False):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    t = int(fields[11]) + int(fields[12])          # utime + stime
-    if children:
-        t += int(fields[13]) + int(fields[14])     # cutime + cstime
-    return t
 
 
 def pg_ticks(postmaster):
     """CPU of PostgreSQL: the postmaster with its reaped children, plus the
     backends alive now."""
-    total = proc_ticks(postmaster, children=True)
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == postmaster:
-            total += int(fields[11]) + int(fields[12])
-    return total
-
-
-def machine_ticks():
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    idle = v[3] + v[4]
-    return sum(v[:8]) - idle, sum(v[:8])
-
-
-def wait_quiet():
-    """Before a measured run: wait (up to QUIET_MAX s) until the machine is
-    nearly idle -- our own processes are idle between runs, so what is busy
-    then is someone else's. Returns (cores busy in the last second, seconds
-    waited)."""
-    t0 = time.monotonic()
-    while True:
-        b0, _ = machine_ticks()
-        time.sleep(1)
-        b1, _ = machine_ticks()
-        busy = (b1 - b0) / CLK_TCK
-        waited = time.monotonic() - t0 - 1
-        if busy <= QUIET_CORES or waited >= QUIET_MAX:
-            return busy, waited
-
-
-def proc_start(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def sweep_stale_dirs():
-    """Remove run directories of earlier runs that were killed outright
-    (SIGKILL: no cleanup ran; their processes died with them)."""
-    tmp = tempfile.gettempdir()
-    for name in os.listdir(tmp):
-        d = os.path.join(tmp, name)
-        if not name.startswith(DIR_PREFIX) or not os.path.isdir(d):
-            continue
-        try:
-            with open(os.path.join(d, "owner")) as f:
-                pid, start = (int(x) for x in f.read().split())
-        except (OSError, ValueError):
-            continue
-        if proc_start(pid) != start:
-            shutil.rmtree(d, ignore_errors=True)
-
-
-def vm_rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise BenchError(f"no VmRSS for pid {pid}")
+    return proc_ticks(postmaster, children=True) + sum(proc_ticks(p) for p in pg_children(postmaster))
 
 
 # ---------------------------------------------------------------- the bench
 
-class Bench:
+class Bench(benchlib.BaseBench):
+    dir_prefix = "tokenpool-bench-"
+    root_why = "the rig and PgBouncer's user switch need it"
+    table_keys = ("metric", "tokenpool", "pgbouncer", "direct", "tp_over_pgbouncer", "tp_over_direct",
+                  "note")
+
     def __init__(self):
-        self.procs = {}          # name -> Popen (proxies)
-        self.logs = {}
-        self.ports = {}
-        self.rig = None
+        super().__init__()
         self.pgbench = None      # the pgbench run in flight
-        self.failures = []
-        self.notes = []
-        self.results = {"config": {}, "runs": [], "summary": {}, "rss": {}, "notes": self.notes}
-        self.tp_bin = os.environ.get("TOKENPOOL_BIN") or os.path.join(REPO, "build", "tokenpool")
-        explicit = os.environ.get("BENCH_DIR")
-        self.keep = bool(explicit) or os.environ.get("BENCH_KEEP") == "1"
-        if explicit:
-            os.makedirs(explicit, exist_ok=True)
-            if os.listdir(explicit):
-                raise BenchError(f"BENCH_DIR {explicit} is not empty")
-            self.dir = os.path.abspath(explicit)
-        else:
-            sweep_stale_dirs()
-            self.dir = tempfile.mkdtemp(prefix=DIR_PREFIX)
-        os.chmod(self.dir, 0o755)
-        with open(os.path.join(self.dir, "owner"), "w") as f:
-            f.write(f"{os.getpid()} {proc_start(os.getpid())}\n")
         self.client_password = "bench-" + os.urandom(9).hex()
         self.verifier = pgwire.scram_verifier(self.client_password, 4096)
         self.verifier_i1 = pgwire.scram_verifier(self.client_password, 1)
         self.direct_password_i1 = "legacy1-" + os.urandom(9).hex()
 
+    def run(self):
+        self.results["config"].update(
+            seconds=SECONDS, reps=REPS, threads=THREADS, pool_size=POOL_SIZE, scale=SCALE,
+            pool_mode="transaction", idle_steps=IDLE_STEPS, cpus_proxy=CPUS_PROXY or None,
+            cpus_client=CPUS_CLIENT or None, nice=NICE, nproc=os.cpu_count(),
+            tokenpool=subprocess.run([self.tp_bin, "--version"], capture_output=True,
+                                     text=True).stdout.strip(),
+            pgbouncer=subprocess.run([PGBOUNCER, "--version"], capture_output=True,
+                                     text=True).stdout.splitlines()[0],
+            pgbench=subprocess.run([PGBENCH, "--version"], capture_output=True, text=True).stdout.strip())
+        self.start_rig()
+        self.pgbench_init()
+        self.renice_postgres()
+        self.pgb_token = self.pgbouncer_token()
+        self.start_tokenpool()
+        self.start_pgbouncer()
+        self.smoke()
+        self.benchmarks()
+        self.rss_phase()
+
     # -- set-up
 
     def start_rig(self):
-        log(f"run dir {self.dir}; starting the rig")
-        self.rig = Rig(dir=os.path.join(self.dir, "rig"), keep=True)
-        self.rig.start()
-        self.rig.idp_config(lifetime=24 * 3600)
+        super().start_rig()
         self.default_groups = self.rig.idp_config()["groups"]
         self.db = self.rig.pg_database
-        self.token_user = self.rig.identity("system")["db_user"]
         # Connection logging costs the direct target on every connection
         # (the proxies keep theirs open): off, to compare the work itself.
         self.rig.psql_admin(f"""
@@ -329,15 +178,7 @@ SELECT pg_reload_conf();
         if not NICE:
             return
         pm = self.rig.postgres_pid()
-        pids = [pm]
-        for name in os.listdir("/proc"):
-            try:
-                with open(f"/proc/{name}/stat") as f:
-                    if name.isdigit() and int(f.read().rsplit(")", 1)[1].split()[1]) == pm:
-                        pids.append(int(name))
-            except (OSError, ValueError, IndexError):
-                pass
-        for pid in pids:
+        for pid in [pm] + pg_children(pm):
             try:
                 os.setpriority(os.PRIO_PROCESS, pid, NICE)
             except OSError:
@@ -378,36 +219,17 @@ SELECT pg_reload_conf();
         return tok
 
     def start_tokenpool(self, tag=""):
-        d = os.path.join(self.dir, "tokenpool")
-        os.makedirs(d, exist_ok=True)
         port = free_port()
-        cfg = {
-            "log": {"level": "warn", "format": "text"},
-            "http": {"listen": f"127.0.0.1:{free_port()}"},
-            "identity": {"source": "imds", "imds_endpoint": self.rig.imds_endpoint},
-            "pools": [{
-                "name": self.db, "protocol": "postgres", "listen": f"127.0.0.1:{port}",
-                "server": {"host": self.rig.pg_host, "port": self.rig.pg_port, "database": self.db,
-                           "user": self.token_user, "auth": "token",
-                           "tls": {"mode": "verify-full", "ca_file": self.rig.ca_file}},
-                "clients": [{"user": CLIENT_USER, "password_hash": self.verifier},
-                            {"user": CLIENT_USER_I1, "password_hash": self.verifier_i1}],
-                "client_tls": {"mode": "disable"},
-                "pool": {"mode": "transaction", "size": POOL_SIZE, "max_clients": 12000},
-            }],
-        }
-        conf = os.path.join(d, f"tokenpool{tag}.json")
-        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(cfg, f, indent=2)
-        logf = os.path.join(d, f"tokenpool{tag}.log")
-        with open(logf, "ab") as out:
-            p = subprocess.Popen([self.tp_bin, "run", "-c", conf], stdin=subprocess.DEVNULL,
-                                 stdout=out, stderr=subprocess.STDOUT, cwd=d,
-                                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-                                 preexec_fn=child_setup(cpus=CPUS_PROXY), start_new_session=True)
-        self.procs["tokenpool"], self.logs["tokenpool"], self.ports["tokenpool"] = p, logf, port
-        wait_port(port, p, "tokenpool", logf)
+        self.launch_tokenpool({
+            "name": self.db, "protocol": "postgres", "listen": f"127.0.0.1:{port}",
+            "server": {"host": self.rig.pg_host, "port": self.rig.pg_port, "database": self.db,
+                       "user": self.token_user, "auth": "token",
+                       "tls": {"mode": "verify-full", "ca_file": self.rig.ca_file}},
+            "clients": [{"user": CLIENT_USER, "password_hash": self.verifier},
+                        {"user": CLIENT_USER_I1, "password_hash": self.verifier_i1}],
+            "client_tls": {"mode": "disable"},
+            "pool": {"mode": "transaction", "size": POOL_SIZE, "max_clients": 12000},
+        }, port, tag=tag, cpus=CPUS_PROXY)
 
     def start_pgbouncer(self, tag=""):
         d = os.path.join(self.dir, "pgbouncer")
@@ -443,53 +265,20 @@ logfile = {logf}
 """,
         }
         for path, text in files.items():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.chown(path, pw.pw_uid, pw.pw_gid)
-        p = subprocess.Popen([PGBOUNCER, ini], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, cwd=d,
-                             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-                             preexec_fn=child_setup(uid=pw.pw_uid, gid=pw.pw_gid, cpus=CPUS_PROXY),
-                             start_new_session=True)
+            benchlib.write_private(path, text, owner=(pw.pw_uid, pw.pw_gid))
+        # Its output is dropped: it logs to logfile itself.
+        p = benchlib.spawn([PGBOUNCER, ini], d, env=benchlib.path_env(), cpus=CPUS_PROXY,
+                           uid=pw.pw_uid, gid=pw.pw_gid)
         self.procs["pgbouncer"], self.logs["pgbouncer"], self.ports["pgbouncer"] = p, logf, port
-        wait_port(port, p, "pgbouncer", logf)
+        benchlib.wait_port(port, p, "pgbouncer", logf)
 
-    def stop_proxy(self, name):
-        p = self.procs.pop(name, None)
-        if p is None or p.poll() is not None:
-            return
-        # pgbouncer: SIGINT = safe shutdown, SIGTERM = immediate; both exit.
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-    def check_alive(self, name):
-        p = self.procs.get(name)
-        if p is not None and p.poll() is not None:
-            msg = (f"{name} exited with status {p.returncode} (signal {-p.returncode})"
-                   if p.returncode < 0 else f"{name} exited with status {p.returncode}")
-            self.fail(f"{msg}; log tail ({self.logs[name]}):\n{tail(self.logs[name])}")
-            self.procs.pop(name)
-            log(f"restarting {name}")
-            (self.start_tokenpool if name == "tokenpool" else self.start_pgbouncer)(tag=f"-{int(time.time())}")
-            return False
-        return True
-
-    def fail(self, msg):
-        self.failures.append(msg)
-        log("FAILURE: " + msg)
+    def start(self, name, tag=""):
+        (self.start_tokenpool if name == "tokenpool" else self.start_pgbouncer)(tag=tag)
 
     # -- connection strings
 
     def pg_env(self, password):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        env["PGPASSWORD"] = password
-        env["PGCONNECT_TIMEOUT"] = "30"
-        return env
+        return clean_env(("PG",), PGPASSWORD=password, PGCONNECT_TIMEOUT="30")
 
     def direct_dsn(self, user):
         r = self.rig
@@ -529,7 +318,7 @@ logfile = {logf}
         dsn, pw = self.target_conn(target, proxy_user, direct_user)
         cmd = [PGBENCH, "-n", "-S", "-j", str(THREADS), "-T", str(seconds), "-P", str(seconds)] \
             + args + [dsn]
-        load, waited = wait_quiet() if quiet else (None, 0.0)
+        load, waited = benchlib.wait_quiet(QUIET_MAX) if quiet else (None, 0.0)
         proxy = self.procs.get(target)
         pm = self.rig.postgres_pid()
         before_cpu = {
@@ -541,7 +330,7 @@ logfile = {logf}
         t0 = time.monotonic()
         self.pgbench = subprocess.Popen(cmd, env=self.pg_env(pw), stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True,
-                                        preexec_fn=child_setup(cpus=CPUS_CLIENT))
+                                        preexec_fn=benchlib.child_setup(cpus=CPUS_CLIENT))
         try:
             out, err = self.pgbench.communicate(timeout=seconds + 120)
         except subprocess.TimeoutExpired:
@@ -595,280 +384,86 @@ logfile = {logf}
         for key, label, args, pu, du in SCENARIOS:
             if ONLY and key not in ONLY:
                 continue
-            per_target = {t: [] for t in TARGETS}
-            for rep in range(REPS):
-                order = TARGETS[rep % 3:] + TARGETS[:rep % 3]   # rotate who goes first
-                for t in order:
-                    log(f"{key} rep {rep + 1}/{REPS}: {t} pgbench {' '.join(args)} -T {SECONDS}")
-                    r = self.run_pgbench(t, args, pu, du, SECONDS)
-                    r.update(scenario=key, rep=rep + 1)
-                    self.results["runs"].append(r)
-                    per_target[t].append(r)
-                    log(f"   tps={r['tps']} lat={r['latency_ms']} ms conn={r['conn_ms']} ms "
-                        f"proxy_cpu={fmt_num(r['cpu']['proxy_s'])}s pg_cpu={r['cpu']['postgres_s']:.1f}s "
-                        f"pgbench_cpu={r['cpu']['pgbench_s']:.1f}s other={r['cpu']['other_s']:.1f}s")
-            summ = {}
-            for t, runs in per_target.items():
-                ok = [r for r in runs if "error" not in r]
+            per_target = benchlib.interleaved(
+                TARGETS, REPS, lambda t, rep: self.measure(key, t, rep, args, pu, du))
+            self.results["summary"][key] = {
+                "label": label, "targets": {t: summarize(runs) for t, runs in per_target.items()}}
 
-                def med(field):
-                    vals = [r[field] for r in ok if r.get(field) is not None]
-                    return statistics.median(vals) if vals else None
-
-                def med_cpu(field):
-                    vals = [r["cpu"][field] / r["cpu"]["wall_s"] for r in ok
-                            if r["cpu"].get(field) is not None]
-                    return statistics.median(vals) if vals else None
-
-                summ[t] = {"tps": med("tps"), "latency_ms": med("latency_ms"), "conn_ms": med("conn_ms"),
-                           "proxy_us_per_xact": med("proxy_us_per_xact"),
-                           "tps_all": [r["tps"] for r in runs],
-                           "cores": {k: med_cpu(k) for k in ("proxy_s", "postgres_s", "pgbench_s", "other_s")}}
-            self.results["summary"][key] = {"label": label, "targets": summ}
+    def measure(self, key, t, rep, args, pu, du):
+        log(f"{key} rep {rep + 1}/{REPS}: {t} pgbench {' '.join(args)} -T {SECONDS}")
+        r = self.run_pgbench(t, args, pu, du, SECONDS)
+        r.update(scenario=key, rep=rep + 1)
+        self.results["runs"].append(r)
+        log(f"   tps={r['tps']} lat={r['latency_ms']} ms conn={r['conn_ms']} ms "
+            f"proxy_cpu={fmt_num(r['cpu']['proxy_s'])}s pg_cpu={r['cpu']['postgres_s']:.1f}s "
+            f"pgbench_cpu={r['cpu']['pgbench_s']:.1f}s other={r['cpu']['other_s']:.1f}s")
+        return r
 
     # -- memory
 
     def rss_phase(self):
         if ONLY and "rss" not in ONLY:
             return
-        pgwire.raise_nofile()
         for name in PROXIES:
-            # A fresh process, so the benchmarks' allocations do not count.
-            self.stop_proxy(name)
-            (self.start_tokenpool if name == "tokenpool" else self.start_pgbouncer)(tag="-rss")
-            pid, port = self.procs[name].pid, self.ports[name]
-            log(f"rss: {name} pid {pid}, opening idle clients {IDLE_STEPS}")
-            try:
-                self.results["rss"][name] = asyncio.run(self._rss(name, pid, port))
-            except Exception as e:  # noqa: BLE001
-                self.fail(f"rss phase for {name}: {type(e).__name__}: {e}\n{tail(self.logs[name])}")
-            self.check_alive(name)
-
-    async def _rss(self, name, pid, port):
-        # Warm-up: one login and a query, so the proxy has its token and a
-        # server connection before the baseline is taken.
-        c = await pgwire.connect("127.0.0.1", port, CLIENT_USER, self.client_password, self.db)
-        await c.simple_query("SELECT 1")
-        c.close()
-        await asyncio.sleep(1)
-        out = {"baseline_kb": vm_rss_kb(pid), "steps": []}
-        conns = []
-        try:
-            for n in IDLE_STEPS:
-                need = n - len(conns)
-                _, secs, errors = await pgwire.open_many(need, "127.0.0.1", port, CLIENT_USER,
-                                                         self.client_password, self.db,
-                                                         concurrency=IDLE_CONCURRENCY, into=conns)
-                if errors:
-                    raise BenchError(f"{len(errors)} of {need} logins failed (first: {errors[0]})")
-                # The clients are idle but must still be served: one query on
-                # a sample of them proves the proxy has not wedged.
-                for probe in conns[:: max(1, len(conns) // 10)]:
-                    await probe.simple_query("SELECT 1")
-                await asyncio.sleep(1)
-                rss = vm_rss_kb(pid)
-                step = {"clients": len(conns), "rss_kb": rss, "login_s": round(secs, 2),
-                        "bytes_per_client": (rss - out["baseline_kb"]) * 1024 / len(conns)}
-                out["steps"].append(step)
-                log(f"   {name}: {len(conns)} idle clients, VmRSS {rss} kB "
-                    f"({step['bytes_per_client']:.0f} B/client, logins took {secs:.1f}s)")
-        finally:
-            for c in conns:
-                c.close()
-            await asyncio.sleep(0.5)
-        out["after_close_kb"] = vm_rss_kb(pid)
-        return out
+            self.measure_rss(
+                name, lambda port: pgwire.connect("127.0.0.1", port, CLIENT_USER, self.client_password,
+                                                  self.db),
+                lambda c: c.simple_query("SELECT 1"), IDLE_STEPS, IDLE_CONCURRENCY, who=name)
 
     # -- teardown
 
     def cleanup(self):
-        if self.pgbench is not None and self.pgbench.poll() is None:
-            self.pgbench.kill()
-            self.pgbench.wait()
-        for name in list(self.procs):
-            self.stop_proxy(name)
-        # The proxies' logs (quiet levels: warnings and errors only) go into
-        # the JSON before the run directory is removed.
-        self.results["logs"] = {}
-        for sub in PROXIES:
-            p = os.path.join(self.dir, sub)
-            if os.path.isdir(p):
-                for name in sorted(os.listdir(p)):
-                    if name.endswith(".log"):
-                        self.results["logs"][name] = tail(os.path.join(p, name), 40)
-        if self.rig is not None:
-            self.rig.stop()
-        if not self.keep:
-            shutil.rmtree(self.dir, ignore_errors=True)
-        else:
-            log(f"kept {self.dir}")
+        benchlib.kill_process(self.pgbench)
+        self.stop_all()
+        self.finish(PROXIES)
 
+    # -- report
 
-# ---------------------------------------------------------------- report
+    def table_rows(self):
+        """(metric, tp, pgb, direct, tp/pgb, tp/direct, target-or-note) rows."""
+        results = self.results
+        rows = []
+        S = results["summary"]
+        goals = {"c20": 1.1, "c100": 1.1, "churn": 1.5, "churn1": 1.5}
+        for key, label, *_ in SCENARIOS:
+            if key not in S:
+                continue
+            t = S[key]["targets"]
+            v = {k: t.get(k, {}) for k in TARGETS}
 
-def fmt_num(v, digits=None):
-    if v is None:
-        return "-"
-    if digits is None:
-        digits = 0 if abs(v) >= 100 else (1 if abs(v) >= 10 else 2)
-    return f"{v:,.{digits}f}"
+            def row(metric, field, higher_better, goal=None, direct=True):
+                a, b = v["tokenpool"].get(field), v["pgbouncer"].get(field)
+                d = v["direct"].get(field) if direct else None
+                r1 = ratio(a, b)
+                rows.append((f"{label}: {metric}", a, b, d, r1, ratio(a, d) if direct else None,
+                             benchlib.goal_note(r1, goal, higher_better)))
 
+            row("TPS", "tps", True, goals[key])
+            row("latency avg ms", "latency_ms", False)
+            if key.startswith("churn"):
+                row("connect ms", "conn_ms", False)
+            row("proxy CPU us/txn", "proxy_us_per_xact", False, direct=False)
+        R = results.get("rss", {})
+        if R:
+            tp, pb = R.get("tokenpool", {}), R.get("pgbouncer", {})
+            rows.append(("RSS baseline kB", tp.get("baseline_kb"), pb.get("baseline_kb"), None,
+                         ratio(tp.get("baseline_kb"), pb.get("baseline_kb")), None, "lower is better"))
+            steps_tp = {s["clients"]: s for s in tp.get("steps", [])}
+            steps_pb = {s["clients"]: s for s in pb.get("steps", [])}
+            for n in IDLE_STEPS:
+                a, b = steps_tp.get(n, {}), steps_pb.get(n, {})
+                rows.append((f"RSS with {n:,} idle clients kB", a.get("rss_kb"), b.get("rss_kb"), None,
+                             ratio(a.get("rss_kb"), b.get("rss_kb")), None, "lower is better"))
+            for n in IDLE_STEPS:
+                a, b = steps_tp.get(n, {}), steps_pb.get(n, {})
+                r1 = ratio(a.get("bytes_per_client"), b.get("bytes_per_client"))
+                note = f"goal <= 1.0x: {'met' if r1 <= 1.0 else 'MISSED'}" if r1 is not None else ""
+                rows.append((f"RSS per idle client @{n:,} bytes", a.get("bytes_per_client"),
+                             b.get("bytes_per_client"), None, r1, None, note))
+        return rows
 
-def ratio(a, b):
-    if a is None or b is None or b == 0:
-        return None
-    return a / b
-
-
-def build_rows(results):
-    """(metric, tp, pgb, direct, tp/pgb, tp/direct, target-or-note) rows."""
-    rows = []
-    S = results["summary"]
-    goals = {"c20": 1.1, "c100": 1.1, "churn": 1.5, "churn1": 1.5}
-    for key, label, *_ in SCENARIOS:
-        if key not in S:
-            continue
-        t = S[key]["targets"]
-        v = {k: t.get(k, {}) for k in TARGETS}
-
-        def row(metric, field, higher_better, goal=None, direct=True):
-            a, b = v["tokenpool"].get(field), v["pgbouncer"].get(field)
-            d = v["direct"].get(field) if direct else None
-            r1 = ratio(a, b)
-            note = ""
-            if goal is not None and r1 is not None:
-                note = f"goal >= {goal}x: {'met' if r1 >= goal else 'MISSED'}"
-            elif r1 is not None and not higher_better:
-                note = "lower is better"
-            rows.append((f"{label}: {metric}", a, b, d, r1, ratio(a, d) if direct else None, note))
-
-        row("TPS", "tps", True, goals[key])
-        row("latency avg ms", "latency_ms", False)
-        if key.startswith("churn"):
-            row("connect ms", "conn_ms", False)
-        row("proxy CPU us/txn", "proxy_us_per_xact", False, direct=False)
-    R = results.get("rss", {})
-    if R:
-        tp, pb = R.get("tokenpool", {}), R.get("pgbouncer", {})
-        rows.append(("RSS baseline kB", tp.get("baseline_kb"), pb.get("baseline_kb"), None,
-                     ratio(tp.get("baseline_kb"), pb.get("baseline_kb")), None, "lower is better"))
-        steps_tp = {s["clients"]: s for s in tp.get("steps", [])}
-        steps_pb = {s["clients"]: s for s in pb.get("steps", [])}
-        for n in IDLE_STEPS:
-            a, b = steps_tp.get(n, {}), steps_pb.get(n, {})
-            rows.append((f"RSS with {n:,} idle clients kB", a.get("rss_kb"), b.get("rss_kb"), None,
-                         ratio(a.get("rss_kb"), b.get("rss_kb")), None, "lower is better"))
-        for n in IDLE_STEPS:
-            a, b = steps_tp.get(n, {}), steps_pb.get(n, {})
-            r1 = ratio(a.get("bytes_per_client"), b.get("bytes_per_client"))
-            note = f"goal <= 1.0x: {'met' if r1 <= 1.0 else 'MISSED'}" if r1 is not None else ""
-            rows.append((f"RSS per idle client @{n:,} bytes", a.get("bytes_per_client"),
-                         b.get("bytes_per_client"), None, r1, None, note))
-    return rows
-
-
-def print_table(rows, out=sys.stdout):
-    hdr = ("metric", "tokenpool", "pgbouncer", "direct", "tp/pgbouncer", "tp/direct", "")
-    cells = [hdr] + [(m, fmt_num(a), fmt_num(b), fmt_num(d),
-                      fmt_num(r1, 2) if r1 is not None else "-",
-                      fmt_num(r2, 2) if r2 is not None else "-", note)
-                     for m, a, b, d, r1, r2, note in rows]
-    w = [max(len(c[i]) for c in cells) for i in range(len(hdr))]
-    for n, c in enumerate(cells):
-        print("  ".join([c[0].ljust(w[0])] + [c[i].rjust(w[i]) for i in range(1, 6)] + [c[6]]).rstrip(),
-              file=out)
-        if n == 0:
-            print("  ".join("-" * x for x in w[:6]), file=out)
-
-
-def print_cpu(results, out=sys.stdout):
-    """Where the CPU went (cores used, median over reps) per scenario/target."""
-    S = results["summary"]
-    if not S:
-        return
-    print(f"\nCPU used during the runs, in cores of {os.cpu_count()} "
-          "(proxy / postgres / pgbench / other processes):", file=out)
-    for key, label, *_ in SCENARIOS:
-        if key not in S:
-            continue
-        parts = []
-        for t in TARGETS:
-            c = S[key]["targets"][t]["cores"]
-            parts.append(f"{t} {fmt_num(c['proxy_s'], 2)}/{fmt_num(c['postgres_s'], 2)}/"
-                         f"{fmt_num(c['pgbench_s'], 2)}/{fmt_num(c['other_s'], 2)}")
-        print(f"  {label:34s} " + "   ".join(parts), file=out)
-
-
-def main():
-    t_start = time.monotonic()
-    bench = None
-    interrupted = []
-
-    def on_signal(signum, _frame):
-        if not interrupted:
-            interrupted.append(signum)
-            raise Interrupted(signal.Signals(signum).name)
-
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, on_signal)
-    rc = 0
-    try:
-        if os.geteuid() != 0:
-            raise BenchError("run as root (the rig and PgBouncer's user switch need it)")
-        if not os.access(os.environ.get("TOKENPOOL_BIN") or os.path.join(REPO, "build", "tokenpool"),
-                         os.X_OK):
-            raise BenchError("tokenpool binary not found: build it or set TOKENPOOL_BIN")
-        bench = Bench()
-        bench.results["config"].update(
-            seconds=SECONDS, reps=REPS, threads=THREADS, pool_size=POOL_SIZE, scale=SCALE,
-            pool_mode="transaction", idle_steps=IDLE_STEPS, cpus_proxy=CPUS_PROXY or None,
-            cpus_client=CPUS_CLIENT or None, nice=NICE, nproc=os.cpu_count(),
-            tokenpool=subprocess.run([bench.tp_bin, "--version"], capture_output=True,
-                                     text=True).stdout.strip(),
-            pgbouncer=subprocess.run([PGBOUNCER, "--version"], capture_output=True,
-                                     text=True).stdout.splitlines()[0],
-            pgbench=subprocess.run([PGBENCH, "--version"], capture_output=True, text=True).stdout.strip())
-        bench.start_rig()
-        bench.pgbench_init()
-        bench.renice_postgres()
-        bench.pgb_token = bench.pgbouncer_token()
-        bench.start_tokenpool()
-        bench.start_pgbouncer()
-        bench.smoke()
-        bench.benchmarks()
-        bench.rss_phase()
-    except Interrupted as e:
-        log(f"interrupted ({e}); stopping everything")
-        rc = 130
-    except Exception as e:  # noqa: BLE001
-        log(f"error: {type(e).__name__}: {e}")
-        traceback.print_exc()
-        if bench is not None:
-            for name, path in bench.logs.items():
-                log(f"{name} log tail ({path}):\n{tail(path)}")
-        rc = 1
-    finally:
-        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(s, signal.SIG_IGN)
-        if bench is not None:
-            try:
-                bench.cleanup()
-            except Exception as e:  # noqa: BLE001
-                log(f"cleanup: {type(e).__name__}: {e}")
-        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(s, signal.SIG_DFL)
-    if bench is None:
-        return rc or 1
-    res = bench.results
-    res["elapsed_s"] = round(time.monotonic() - t_start, 1)
-    res["failures"] = bench.failures
-    if rc == 0 and bench.failures:
-        rc = 1
-    rows = build_rows(res)
-    res["table"] = [dict(zip(("metric", "tokenpool", "pgbouncer", "direct", "tp_over_pgbouncer",
-                              "tp_over_direct", "note"), r)) for r in rows]
-    if rows:
-        c = res["config"]
+    def print_report(self, rows, c):
+        res = self.results
         print(f"\ntokenpool vs PgBouncer vs direct -- {c['tokenpool']}, {c['pgbouncer']}, "
               f"{c['pgbench']}; {c['nproc']} CPUs")
         print(f"pgbench -n -S -j {THREADS} -T {SECONDS}, transaction pooling, pool size {POOL_SIZE}, "
@@ -880,9 +475,13 @@ def main():
         print("proxies: clients over plain TCP (sslmode=disable) with SCRAM-SHA-256; "
               "upstream: pooled verified-TLS connections with an Entra-style token.")
         print("direct: no pool -- every connection does TLS (verify-full) + SCRAM + a new backend.\n")
-        print_table(rows)
-        print_cpu(res)
-        notes = list(bench.notes)
+        benchlib.print_table(("metric", "tokenpool", "pgbouncer", "direct", "tp/pgbouncer", "tp/direct"),
+                             rows)
+        benchlib.print_cpu(res["summary"], f"CPU used during the runs, in cores of {os.cpu_count()} "
+                           "(proxy / postgres / pgbench / other processes):",
+                           [(key, f"{label:34s}") for key, label, *_ in SCENARIOS], TARGETS,
+                           ("proxy_s", "postgres_s", "pgbench_s", "other_s"))
+        notes = list(self.notes)
         if "churn" in res["summary"]:
             t = res["summary"]["churn"]["targets"]
             cores = [t[x]["cores"]["pgbench_s"] for x in PROXIES if t[x]["cores"]["pgbench_s"]]
@@ -890,24 +489,20 @@ def main():
                 notes.append(f"churn (i=4096): pgbench itself used {min(cores):.2f}-{max(cores):.2f} of "
                              f"{os.cpu_count()} cores (libpq's client-side PBKDF2 per login), so that "
                              f"row measures the client; churn i=1 takes that cost away.")
-        other = [r["cpu"]["other_s"] / r["cpu"]["wall_s"] for r in res["runs"] if r["cpu"]["wall_s"]]
-        if other and max(other) > 0.2:
-            notes.append(f"other processes on this machine used up to {max(other):.2f} cores during "
-                         f"some runs: expect noise (see runs[].cpu in the JSON).")
-        for n in notes:
-            print(f"\nnote: {n}")
-    if bench.failures:
-        print("\nFAILURES:")
-        for f in bench.failures:
-            print("  - " + f.replace("\n", "\n    "))
-    print(f"\ntotal runtime {res['elapsed_s']}s")
-    out = os.environ.get("BENCH_OUT")
-    if out:
-        with open(out, "w") as f:
-            json.dump(res, f, indent=2)
-        print(f"results: {out}")
-    return rc
+        benchlib.print_notes(notes + benchlib.noise_notes(res["runs"]))
 
+
+def summarize(runs):
+    """One target's runs of a scenario: medians over the runs that worked."""
+    ok = benchlib.ok_runs(runs)
+    return {"tps": benchlib.median_field(ok, "tps"), "latency_ms": benchlib.median_field(ok, "latency_ms"),
+            "conn_ms": benchlib.median_field(ok, "conn_ms"),
+            "proxy_us_per_xact": benchlib.median_field(ok, "proxy_us_per_xact"),
+            "tps_all": [r["tps"] for r in runs],
+            "cores": benchlib.median_cores(ok, ("proxy_s", "postgres_s", "pgbench_s", "other_s"))}
+
+
+# ---------------------------------------------------------------- report
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(benchlib.main(Bench))

@@ -21,11 +21,11 @@ import base64
 import hashlib
 import hmac
 import os
-import resource
-import signal
 import struct
 import sys
-import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import idle_clients  # noqa: E402  (tests/bench/: opens and holds many clients)
 
 PROTOCOL_3 = 196608
 
@@ -133,14 +133,7 @@ class PgConn:
                 return rows
 
     def close(self):
-        try:
-            self.writer.write(_msg(b"X", b""))
-        except Exception:
-            pass
-        try:
-            self.writer.close()
-        except Exception:
-            pass
+        idle_clients.close_quietly(self.writer, _msg(b"X", b""))     # Terminate
 
 
 async def connect(host, port, user, password, dbname, timeout=30, salt_cache=SALT_CACHE):
@@ -215,33 +208,6 @@ async def _login(conn, user, password, dbname, salt_cache):
         # 'N' notices and anything else: ignore
 
 
-async def open_many(n, host, port, user, password, dbname, concurrency=64, into=None):
-    """Open n logged-in connections, at most `concurrency` logins in flight.
-    Appends them to `into` (a list) and returns (list, seconds, errors)."""
-    into = [] if into is None else into
-    sem = asyncio.Semaphore(concurrency)
-    errors = []
-
-    async def one():
-        async with sem:
-            try:
-                into.append(await connect(host, port, user, password, dbname))
-            except Exception as e:  # noqa: BLE001 -- counted and reported
-                errors.append(f"{type(e).__name__}: {e}")
-
-    t0 = time.monotonic()
-    await asyncio.gather(*(one() for _ in range(n)))
-    return into, time.monotonic() - t0, errors
-
-
-def raise_nofile():
-    """Soft open-files limit up to the hard one (no CAP_SYS_RESOURCE needed)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description="hold N logged-in idle PostgreSQL connections")
     ap.add_argument("--host", default="127.0.0.1")
@@ -252,23 +218,9 @@ def main(argv=None):
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=64)
     args = ap.parse_args(argv)
-    raise_nofile()
-
-    async def run():
-        conns, secs, errors = await open_many(args.count, args.host, args.port, args.user,
-                                              args.password, args.dbname, args.concurrency)
-        print(f"{len(conns)} logged in in {secs:.1f}s, {len(errors)} failed"
-              + (f" (first: {errors[0]})" if errors else ""), flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        for c in conns:
-            c.close()
-
-    asyncio.run(run())
-    return 0
+    return idle_clients.hold(
+        lambda: connect(args.host, args.port, args.user, args.password, args.dbname),
+        args.count, args.concurrency)
 
 
 if __name__ == "__main__":

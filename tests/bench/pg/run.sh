@@ -14,26 +14,13 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../../.." && pwd)"
+. "$here/../lib.sh"
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "run.sh: needs root (the rig runs PostgreSQL as user postgres; so does PgBouncer)" >&2
-    exit 1
-fi
+need_root "the rig runs PostgreSQL as user postgres; so does PgBouncer"
 for f in /usr/lib/postgresql/15/bin/pgbench /usr/sbin/pgbouncer /usr/bin/python3; do
-    [ -x "$f" ] || { echo "run.sh: $f missing (apt-get install -y postgresql pgbouncer python3-psycopg2)" >&2; exit 1; }
+    [ -x "$f" ] || die "$f missing (apt-get install -y postgresql pgbouncer python3-psycopg2)"
 done
 
-if [ -z "${TOKENPOOL_BIN:-}" ]; then
-    echo "[run.sh] building tokenpool (Release) in $repo/build" >&2
-    (cd "$repo" && cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null \
-        && cmake --build build -j2 --target tokenpool >/dev/null) \
-        || { echo "run.sh: build failed" >&2; exit 1; }
-    export TOKENPOOL_BIN="$repo/build/tokenpool"
-fi
+build_tokenpool
 
-# 10,000 idle clients need more than 1024 descriptors in the proxies and in
-# the client; children inherit this (bench.py also sets soft = hard for them).
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-
-exec /usr/bin/python3 "$here/bench.py" "$@"
+exec_bench "$@"

@@ -49,49 +49,34 @@ Exit status: 0 when every measurement completed, 1 when something failed,
 130 when interrupted.
 """
 
-import ctypes
 import json
 import math
 import os
 import queue
-import resource
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import traceback
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
-sys.path.insert(0, os.path.join(REPO, "tests", "rig"))
+sys.path.insert(0, os.path.dirname(HERE))
 
-from rig import Rig, free_port, tds_mod  # noqa: E402
+import benchlib  # noqa: E402  (also puts tests/rig on sys.path)
+from benchlib import (CLK_TCK, NICE, QUIET_CORES, BenchError, env_float, env_int, env_list,  # noqa: E402
+                      fmt_num, log, machine_ticks, proc_ticks, ratio, tail, vm_rss_kb)
+from rig import free_port, tds_mod  # noqa: E402
 
-NODE_MODULES = os.path.join(REPO, "tests", "integration", "node_modules")
+benchlib.LOG_TAG = "tdsbench"
+NODE_MODULES = os.path.join(benchlib.REPO, "tests", "integration", "node_modules")
 LOAD_JS = os.path.join(HERE, "load.js")
 TDS_AUDIENCE = "https://database.windows.net"
 CLIENT_USER = "app"
 DATABASE = "orders"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-DIR_PREFIX = "tokenpool-tdsbench-"
 ALL_TARGETS = ("tokenpool", "tokenpool-plain", "direct")
 LOG_BASE = math.log(1.01)          # load.js's histogram buckets
-
-
-def env_int(name, default):
-    v = os.environ.get(name, "")
-    return int(v) if v.strip() else default
-
-
-def env_list(name, default):
-    return [x.strip() for x in os.environ.get(name, default).split(",") if x.strip()]
-
 
 SECONDS = env_int("BENCH_SECONDS", 15)
 REPS = env_int("BENCH_REPS", 3)
@@ -105,148 +90,17 @@ ONLY = set(env_list("BENCH_ONLY", ""))
 IDLE_STEPS = [int(x) for x in env_list("BENCH_IDLE", "1000")]
 IDLE_CONCURRENCY = env_int("BENCH_IDLE_CONCURRENCY", 32)
 CLIENT_PROCS = max(1, env_int("BENCH_CLIENT_PROCS", 2))
-NICE = env_int("BENCH_NICE", -5)
 QUIET_MAX = env_int("BENCH_QUIET_MAX", 30)
-QUIET_CORES = float(os.environ.get("BENCH_QUIET_CORES", "0.3"))
-MAX_OTHER = float(os.environ.get("BENCH_MAX_OTHER", "0.5"))
+MAX_OTHER = env_float("BENCH_MAX_OTHER", 0.5)
 RETRIES = env_int("BENCH_RETRIES", 2)
 
 SCENARIOS = [(f"p{n}", f"persistent {n} conns, {SQL}", "persistent", n) for n in PERSISTENT] + \
     [("churn", f"churn {CHURN} workers: connect+login+{SQL}+close", "churn", CHURN)]
 
 
-class BenchError(RuntimeError):
-    pass
-
-
-class Interrupted(BaseException):
-    pass
-
-
-def log(msg):
-    print(f"[tdsbench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def child_setup():
-    """preexec_fn: open-files limit to the hard limit, our priority, and
-    SIGTERM when bench.py dies (so nothing outlives a killed run)."""
-    def f():
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        if NICE:
-            os.setpriority(os.PRIO_PROCESS, 0, NICE)
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    return f
-
-
-def renice(pid):
-    """All threads of pid to NICE (setpriority on a pid is per thread)."""
-    if not NICE:
-        return
-    try:
-        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-    except OSError:
-        tids = [pid]
-    for tid in tids:
-        try:
-            os.setpriority(os.PRIO_PROCESS, tid, NICE)
-        except OSError:
-            pass
-
-
-def tail(path, n=60):
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-n:])
-    except OSError as e:
-        return f"({path}: {e})"
-
-
-def wait_port(port, proc, what, logfile, timeout=15):
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise BenchError(f"{what} exited with {proc.returncode} before listening:\n{tail(logfile)}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise BenchError(f"{what} did not listen on {port} within {timeout}s:\n{tail(logfile)}")
-        time.sleep(0.05)
-
-
-# ---------------------------------------------------------------- CPU and load
-
-def proc_ticks(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    return int(fields[11]) + int(fields[12])          # utime + stime
-
-
-def machine_ticks():
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    idle = v[3] + v[4]
-    return sum(v[:8]) - idle, sum(v[:8])
-
-
 def loadavg():
     with open("/proc/loadavg") as f:
         return [float(x) for x in f.read().split()[:3]]
-
-
-def wait_quiet():
-    """Before a measured run: wait (up to QUIET_MAX s) until the machine is
-    nearly idle -- our own processes are idle between runs, so what is busy
-    then is someone else's. Returns (cores busy in the last second, seconds
-    waited)."""
-    t0 = time.monotonic()
-    while True:
-        b0, _ = machine_ticks()
-        time.sleep(1)
-        b1, _ = machine_ticks()
-        busy = (b1 - b0) / CLK_TCK
-        waited = time.monotonic() - t0 - 1
-        if busy <= QUIET_CORES or waited >= QUIET_MAX:
-            return busy, waited
-
-
-def vm_rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise BenchError(f"no VmRSS for pid {pid}")
-
-
-def proc_start(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def sweep_stale_dirs():
-    """Remove run directories of earlier runs that were killed outright."""
-    tmp = tempfile.gettempdir()
-    for name in os.listdir(tmp):
-        d = os.path.join(tmp, name)
-        if not name.startswith(DIR_PREFIX) or not os.path.isdir(d):
-            continue
-        try:
-            with open(os.path.join(d, "owner")) as f:
-                pid, start = (int(x) for x in f.read().split())
-        except (OSError, ValueError):
-            continue
-        if proc_start(pid) != start:
-            shutil.rmtree(d, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- histograms
@@ -290,7 +144,7 @@ class NodeGroup:
                                   f"--report-directory={os.path.dirname(log_path)}", LOAD_JS,
                                   json.dumps(cfg)], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, stderr=self.err, env=env, text=True,
-                                 preexec_fn=child_setup())
+                                 preexec_fn=benchlib.child_setup())
             self.procs.append(p)
             threading.Thread(target=self._reader, args=(i, p), daemon=True).start()
 
@@ -386,42 +240,44 @@ class NodeGroup:
 
 # ---------------------------------------------------------------- the bench
 
-class Bench:
+class Bench(benchlib.BaseBench):
+    dir_prefix = "tokenpool-tdsbench-"
+    table_keys = ("metric", "tokenpool", "tokenpool_plain", "direct", "tp_over_direct",
+                  "plain_over_direct", "note")
+
     def __init__(self):
-        self.rig = None
+        super().__init__()
         self.tds = None
-        self.tp = None               # tokenpool Popen
-        self.tp_log = None
-        self.tp_port = None
-        self.tp_http = None
         self.nodes = None
-        self.failures = []
-        self.notes = []
-        self.results = {"config": {}, "runs": [], "summary": {}, "rss": {}, "notes": self.notes}
-        self.tp_bin = os.environ.get("TOKENPOOL_BIN") or os.path.join(REPO, "build", "tokenpool")
-        explicit = os.environ.get("BENCH_DIR")
-        self.keep = bool(explicit) or os.environ.get("BENCH_KEEP") == "1"
-        if explicit:
-            os.makedirs(explicit, exist_ok=True)
-            if os.listdir(explicit):
-                raise BenchError(f"BENCH_DIR {explicit} is not empty")
-            self.dir = os.path.abspath(explicit)
-        else:
-            sweep_stale_dirs()
-            self.dir = tempfile.mkdtemp(prefix=DIR_PREFIX)
-        os.chmod(self.dir, 0o755)
-        with open(os.path.join(self.dir, "owner"), "w") as f:
-            f.write(f"{os.getpid()} {proc_start(os.getpid())}\n")
         self.client_password = "bench-" + os.urandom(9).hex()
 
-    # -- set-up
+    @staticmethod
+    def preflight():
+        if not os.path.isdir(os.path.join(NODE_MODULES, "tedious")):
+            raise BenchError(f"tedious missing in {NODE_MODULES} (tests/deps.sh installs it)")
+        if not TARGETS:
+            raise BenchError(f"BENCH_TARGETS names none of {ALL_TARGETS}")
 
-    def start_rig(self):
-        log(f"run dir {self.dir}; starting the rig")
-        self.rig = Rig(dir=os.path.join(self.dir, "rig"), keep=True)
-        self.rig.start()
-        self.rig.idp_config(lifetime=24 * 3600)
-        self.token_user = self.rig.identity("system")["db_user"]
+    def run(self):
+        with open(os.path.join(NODE_MODULES, "tedious", "package.json")) as f:
+            tedious_v = json.load(f)["version"]
+        self.results["config"].update(
+            seconds=SECONDS, reps=REPS, warmup=WARMUP, pool_size=POOL_SIZE, pool_mode="transaction",
+            persistent=PERSISTENT, churn=CHURN, sql=SQL, targets=list(TARGETS), idle_steps=IDLE_STEPS,
+            client_procs=CLIENT_PROCS, nice=NICE, nproc=os.cpu_count(), quiet_max_s=QUIET_MAX,
+            quiet_cores=QUIET_CORES, max_other_cores=MAX_OTHER, retries=RETRIES,
+            tokenpool=subprocess.run([self.tp_bin, "--version"], capture_output=True,
+                                     text=True).stdout.strip(),
+            node=subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip(),
+            tedious=tedious_v)
+        self.start_rig()
+        self.start_tds()
+        self.start_tokenpool()
+        self.smoke()
+        self.benchmarks()
+        self.rss_phase()
+
+    # -- set-up
 
     def start_tds(self):
         """Our own quiet TDS server: the rig's instances log every request."""
@@ -429,72 +285,32 @@ class Bench:
             cert=self.rig.server_cert_file, key=self.rig.server_key_file,
             jwt_key_file=self.rig.key_file, workdir=os.path.join(self.dir, "tds"), name="bench-tds",
             databases=(DATABASE, "master"), extra_args=["--quiet"])
-        renice(self.tds.pid)
+        benchlib.renice_threads(self.tds.pid)
         log(f"TDS server (quiet) pid {self.tds.pid} port {self.tds.port}")
 
     def start_tokenpool(self, tag=""):
-        d = os.path.join(self.dir, "tokenpool")
-        os.makedirs(d, exist_ok=True)
-        self.tp_port, self.tp_http = free_port(), free_port()
-        cfg = {
-            "log": {"level": "warn", "format": "text"},
-            "http": {"listen": f"127.0.0.1:{self.tp_http}"},
-            "shutdown": {"timeout": 2},
-            "identity": {"source": "imds", "imds_endpoint": self.rig.imds_endpoint},
-            "pools": [{
-                "name": DATABASE, "protocol": "sqlserver", "listen": f"127.0.0.1:{self.tp_port}",
-                "server": {"host": "localhost", "port": self.tds.port, "database": DATABASE,
-                           "user": self.token_user, "auth": "token", "scope": TDS_AUDIENCE + "/.default",
-                           "tls": {"mode": "verify-full", "ca_file": self.rig.ca_file}},
-                "clients": [{"user": CLIENT_USER, "password": self.client_password}],
-                "client_tls": {"mode": "allow", "cert_file": self.rig.server_cert_file,
-                               "key_file": self.rig.server_key_file},
-                "pool": {"mode": "transaction", "size": POOL_SIZE,
-                         "max_clients": max(IDLE_STEPS + [max(PERSISTENT + [CHURN])]) + 500,
-                         "connect_timeout": 10, "wait_timeout": 30},
-            }],
-        }
-        conf = os.path.join(d, f"tokenpool{tag}.json")
-        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(cfg, f, indent=2)
-        self.tp_log = os.path.join(d, f"tokenpool{tag}.log")
-        with open(self.tp_log, "ab") as out:
-            self.tp = subprocess.Popen([self.tp_bin, "run", "-c", conf], stdin=subprocess.DEVNULL,
-                                       stdout=out, stderr=subprocess.STDOUT, cwd=d,
-                                       env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-                                       preexec_fn=child_setup(), start_new_session=True)
-        wait_port(self.tp_port, self.tp, "tokenpool", self.tp_log)
+        port = free_port()
+        self.launch_tokenpool({
+            "name": DATABASE, "protocol": "sqlserver", "listen": f"127.0.0.1:{port}",
+            "server": {"host": "localhost", "port": self.tds.port, "database": DATABASE,
+                       "user": self.token_user, "auth": "token", "scope": TDS_AUDIENCE + "/.default",
+                       "tls": {"mode": "verify-full", "ca_file": self.rig.ca_file}},
+            "clients": [{"user": CLIENT_USER, "password": self.client_password}],
+            "client_tls": {"mode": "allow", "cert_file": self.rig.server_cert_file,
+                           "key_file": self.rig.server_key_file},
+            "pool": {"mode": "transaction", "size": POOL_SIZE,
+                     "max_clients": max(IDLE_STEPS + [max(PERSISTENT + [CHURN])]) + 500,
+                     "connect_timeout": 10, "wait_timeout": 30},
+        }, port, tag=tag, shutdown={"timeout": 2})
 
-    def stop_tokenpool(self):
-        p, self.tp = self.tp, None
-        if p is None or p.poll() is not None:
-            return
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-    def check_alive(self):
-        if self.tp is not None and self.tp.poll() is not None:
-            rc = self.tp.returncode
-            msg = f"tokenpool exited with status {rc}" + (f" (signal {-rc})" if rc < 0 else "")
-            self.fail(f"{msg}; log tail ({self.tp_log}):\n{tail(self.tp_log)}")
-            self.tp = None
-            log("restarting tokenpool")
-            self.start_tokenpool(tag=f"-{int(time.time())}")
-            return False
-        return True
-
-    def fail(self, msg):
-        self.failures.append(msg)
-        log("FAILURE: " + msg)
+    @property
+    def tp(self):
+        """tokenpool's Popen, None while it is not running."""
+        return self.procs.get("tokenpool")
 
     def tp_pools(self):
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.tp_http}/v1/pools", timeout=5) as r:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/v1/pools", timeout=5) as r:
                 return json.loads(r.read())["pools"][0]
         except Exception as e:  # noqa: BLE001
             return {"error": str(e)}
@@ -510,7 +326,7 @@ class Bench:
             c.update(port=self.tds.port, encrypt=True, auth="token")
             secrets = {"LOAD_TOKEN": self.rig.token(resource=TDS_AUDIENCE)}
         else:
-            c.update(port=self.tp_port, encrypt=(target == "tokenpool"), user=CLIENT_USER)
+            c.update(port=self.ports["tokenpool"], encrypt=(target == "tokenpool"), user=CLIENT_USER)
             secrets = {"LOAD_PASSWORD": self.client_password}
         c.update(extra)
         return c, secrets
@@ -540,7 +356,7 @@ class Bench:
                 o = g.wait_event("opened", 60)[0]
                 if o["errors"]:
                     raise BenchError(f"smoke: {t} login failed: {o['samples']}\n"
-                                     + (tail(self.tp_log, 20) if t != "direct" else ""))
+                                     + (tail(self.logs["tokenpool"], 20) if t != "direct" else ""))
                 g.send("probe")
                 p = g.wait_event("probed", 30)[0]
                 if p["failed"] or not p["ok"]:
@@ -559,7 +375,7 @@ class Bench:
     # -- measured runs
 
     def run_load(self, target, mode, conns, seconds, warmup, quiet=True):
-        load, waited = wait_quiet() if quiet else (None, 0.0)
+        load, waited = benchlib.wait_quiet(QUIET_MAX) if quiet else (None, 0.0)
         la = loadavg()
         res = {"target": target, "mode": mode, "conns": conns, "seconds": seconds,
                "load_before_cores": load and round(load, 2), "quiet_wait_s": round(waited, 1),
@@ -587,7 +403,7 @@ class Bench:
             g.stop()
             self.nodes = None
             if target != "direct":
-                self.check_alive()
+                self.check_alive("tokenpool")
             return res
         g.stop()
         self.nodes = None
@@ -640,7 +456,7 @@ class Bench:
             self.fail(f"{mode} {conns} against {target}: {res['errors']} errors "
                       f"{json.dumps(res['error_samples'])[:500]}")
         if target != "direct":
-            self.check_alive()
+            self.check_alive("tokenpool")
         return res
 
     def measure(self, key, rep, t, mode, conns):
@@ -687,38 +503,10 @@ class Bench:
             log(f"warm-up: {t}")
             self.run_load(t, "persistent", POOL_SIZE, 2, 1, quiet=False)
         for key, label, mode, conns in todo:
-            per_target = {t: [] for t in TARGETS}
-            for rep in range(REPS):
-                k = rep % len(TARGETS)
-                order = TARGETS[k:] + TARGETS[:k]          # rotate who goes first
-                for t in order:
-                    r = self.measure(key, rep, t, mode, conns)
-                    per_target[t].append(r)
-            summ = {}
-            for t, runs in per_target.items():
-                ok = [r for r in runs if "error" not in r]
-
-                def med(get):
-                    vals = [v for v in (get(r) for r in ok) if v is not None]
-                    return statistics.median(vals) if vals else None
-
-                summ[t] = {
-                    "rps": med(lambda r: r["rps"]),
-                    "lat_avg": med(lambda r: r["latency_ms"]["avg"]),
-                    "lat_p50": med(lambda r: r["latency_ms"]["p50"]),
-                    "lat_p99": med(lambda r: r["latency_ms"]["p99"]),
-                    "conn_p50": med(lambda r: (r.get("connect_ms") or {}).get("p50")),
-                    "tokenpool_us_per_req": med(lambda r: r.get("tokenpool_us_per_req")),
-                    "tds_us_per_req": med(lambda r: r.get("tds_us_per_req")),
-                    "node_us_per_req": med(lambda r: r.get("node_us_per_req")),
-                    "rps_all": [r.get("rps") for r in runs],
-                    "errors": sum(r.get("errors", 0) for r in ok),
-                    "failed_runs": len(runs) - len(ok),
-                    "cores": {k2: med(lambda r, k2=k2: r["cpu"][k2] / r["cpu"]["wall_s"]
-                                      if r["cpu"].get(k2) is not None else None)
-                              for k2 in ("tokenpool_s", "tds_s", "node_s", "other_s")},
-                }
-            self.results["summary"][key] = {"label": label, "targets": summ}
+            per_target = benchlib.interleaved(
+                TARGETS, REPS, lambda t, rep: self.measure(key, rep, t, mode, conns))
+            self.results["summary"][key] = {
+                "label": label, "targets": {t: summarize(runs) for t, runs in per_target.items()}}
 
     # -- memory
 
@@ -729,7 +517,7 @@ class Bench:
             if t not in TARGETS:
                 continue
             # A fresh process, so the benchmarks' allocations do not count.
-            self.stop_tokenpool()
+            self.stop("tokenpool")
             self.start_tokenpool(tag=f"-rss-{t}")
             pid = self.tp.pid
             log(f"rss: {t}: tokenpool pid {pid}, idle clients {IDLE_STEPS}")
@@ -783,38 +571,120 @@ class Bench:
                 time.sleep(1)
                 out["after_close_kb"] = vm_rss_kb(pid)
             except BenchError as e:
-                self.fail(f"rss phase for {t}: {e}\n{tail(self.tp_log, 20)}")
+                self.fail(f"rss phase for {t}: {e}\n{tail(self.logs['tokenpool'], 20)}")
             finally:
                 g.stop()
                 self.nodes = None
             self.results["rss"][t] = out
-            self.check_alive()
+            self.check_alive("tokenpool")
 
     # -- teardown
 
     def cleanup(self):
         if self.nodes is not None:
             for p in self.nodes.procs:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
-        self.stop_tokenpool()
-        self.results["logs"] = {}
-        d = os.path.join(self.dir, "tokenpool")
-        if os.path.isdir(d):
-            for name in sorted(os.listdir(d)):
-                if name.endswith(".log"):
-                    self.results["logs"][name] = tail(os.path.join(d, name), 40)
+                benchlib.kill_process(p)
+        self.stop_all()
         if self.tds is not None:
             self.tds.stop()
-        if self.rig is not None:
-            self.rig.stop()
-        if self.keep or self.failures:
-            # After a failure the logs (and node's reports) stay for a look;
-            # the next run sweeps the directory away.
-            log(f"kept {self.dir}")
-        else:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        # After a failure the logs (and node's reports) stay for a look;
+        # the next run sweeps the directory away.
+        self.finish(["tokenpool"], keep=bool(self.failures))
+
+    # -- report
+
+    def report(self):
+        self.results["load"] = load_summary(self.results)
+        super().report()
+
+    def table_rows(self):
+        """(metric, tokenpool, tokenpool-plain, direct, tp/direct, plain/direct, note)."""
+        results = self.results
+        rows = []
+        S = results["summary"]
+        for key, label, mode, _ in SCENARIOS:
+            if key not in S:
+                continue
+            t = S[key]["targets"]
+
+            def row(metric, field, note="", direct=True):
+                a = t.get("tokenpool", {}).get(field)
+                b = t.get("tokenpool-plain", {}).get(field)
+                d = t.get("direct", {}).get(field) if direct else None
+                rows.append((f"{label}: {metric}", a, b, d, ratio(a, d), ratio(b, d), note))
+
+            row("req/s" if mode == "persistent" else "conn/s", "rps", "higher is better")
+            row("latency p50 ms", "lat_p50", "lower is better")
+            row("latency p99 ms", "lat_p99", "lower is better")
+            if mode == "churn":
+                row("login p50 ms", "conn_p50", "connect+login, lower is better")
+            unit = "req" if mode == "persistent" else "conn"
+            row(f"tokenpool CPU us/{unit}", "tokenpool_us_per_req", "", direct=False)
+            row(f"TDS server CPU us/{unit}", "tds_us_per_req", "the Python stand-in's cost")
+            row(f"node (tedious) CPU us/{unit}", "node_us_per_req", "the client's cost")
+        R = results.get("rss", {})
+        if R:
+            a, b = R.get("tokenpool", {}), R.get("tokenpool-plain", {})
+            rows.append(("tokenpool RSS baseline kB", a.get("baseline_kb"), b.get("baseline_kb"), None,
+                         None, None, "fresh process, after one login"))
+            sa = {s["clients"]: s for s in a.get("steps", [])}
+            sb = {s["clients"]: s for s in b.get("steps", [])}
+            for n in IDLE_STEPS:
+                rows.append((f"tokenpool RSS, {n:,} idle tedious clients kB", sa.get(n, {}).get("rss_kb"),
+                             sb.get(n, {}).get("rss_kb"), None, None, None, ""))
+                rows.append((f"RSS per idle client @{n:,} bytes", sa.get(n, {}).get("bytes_per_client"),
+                             sb.get(n, {}).get("bytes_per_client"), None, None, None,
+                             "TLS client vs plaintext client"))
+        return rows
+
+    def print_report(self, rows, c):
+        res = self.results
+        print(f"\ntokenpool vs direct (TDS) -- {c['tokenpool']}, tedious {c['tedious']}, node {c['node']}; "
+              f"{c['nproc']} CPUs")
+        print(f"{SECONDS}s windows after {WARMUP}s warm-up; targets interleaved, {REPS} reps each, "
+              f"median shown; transaction pooling, pool size {POOL_SIZE}"
+              + (f"; nice {NICE} for tokenpool, the TDS server and node" if NICE else ""))
+        print("tokenpool = tedious encrypt:true (TLS to tokenpool, rig cert); tp-plain = tedious "
+              "encrypt:false (NOT_SUP, plaintext, client_tls allow);")
+        print("both: static user/password; upstream FEDAUTH token over verify-full TLS, pooled.")
+        print("direct = tedious to the TDS server with an IMDS token, TLS (rig CA): no pool.\n")
+        benchlib.print_table(("metric", "tokenpool", "tp-plain", "direct", "tp/direct", "plain/direct"), rows)
+        benchlib.print_cpu(res["summary"], f"CPU during the measured windows, cores of {os.cpu_count()} "
+                           "(median over reps): tokenpool / TDS server / node / other processes",
+                           [(key, f"{key:6s}") for key, *_ in SCENARIOS], TARGETS,
+                           ("tokenpool_s", "tds_s", "node_s", "other_s"))
+        L = res["load"]
+        if L:
+            print(f"\nload during the runs: loadavg(1m) {L['loadavg1_min']:.1f}-{L['loadavg1_max']:.1f} "
+                  f"(median {L['loadavg1_median']:.1f}); other processes used "
+                  f"{L['other_cores_min']:.2f}-{L['other_cores_max']:.2f} cores (median "
+                  f"{L['other_cores_median']:.2f}) during the windows; quiet (<= {QUIET_CORES} cores) "
+                  f"before {L['quiet_reached']} of {L['runs']} runs; {L['discarded_noisy']} noisier "
+                  f"attempts (> {MAX_OTHER} other cores) repeated and discarded")
+        benchlib.print_notes(self.notes)
+
+
+def summarize(runs):
+    """One target's runs of a scenario: medians over the runs that worked."""
+    ok = benchlib.ok_runs(runs)
+
+    def med(get):
+        return benchlib.median_of(ok, get)
+
+    return {
+        "rps": med(lambda r: r["rps"]),
+        "lat_avg": med(lambda r: r["latency_ms"]["avg"]),
+        "lat_p50": med(lambda r: r["latency_ms"]["p50"]),
+        "lat_p99": med(lambda r: r["latency_ms"]["p99"]),
+        "conn_p50": med(lambda r: (r.get("connect_ms") or {}).get("p50")),
+        "tokenpool_us_per_req": med(lambda r: r.get("tokenpool_us_per_req")),
+        "tds_us_per_req": med(lambda r: r.get("tds_us_per_req")),
+        "node_us_per_req": med(lambda r: r.get("node_us_per_req")),
+        "rps_all": [r.get("rps") for r in runs],
+        "errors": sum(r.get("errors", 0) for r in ok),
+        "failed_runs": len(runs) - len(ok),
+        "cores": benchlib.median_cores(ok, ("tokenpool_s", "tds_s", "node_s", "other_s")),
+    }
 
 
 def merge_samples(dicts):
@@ -826,91 +696,6 @@ def merge_samples(dicts):
 
 
 # ---------------------------------------------------------------- report
-
-def fmt_num(v, digits=None):
-    if v is None:
-        return "-"
-    if digits is None:
-        digits = 0 if abs(v) >= 100 else (1 if abs(v) >= 10 else 2)
-    return f"{v:,.{digits}f}"
-
-
-def ratio(a, b):
-    if a is None or b is None or b == 0:
-        return None
-    return a / b
-
-
-def build_rows(results):
-    """(metric, tokenpool, tokenpool-plain, direct, tp/direct, plain/direct, note)."""
-    rows = []
-    S = results["summary"]
-    for key, label, mode, _ in SCENARIOS:
-        if key not in S:
-            continue
-        t = S[key]["targets"]
-
-        def row(metric, field, note="", direct=True):
-            a = t.get("tokenpool", {}).get(field)
-            b = t.get("tokenpool-plain", {}).get(field)
-            d = t.get("direct", {}).get(field) if direct else None
-            rows.append((f"{label}: {metric}", a, b, d, ratio(a, d), ratio(b, d), note))
-
-        row("req/s" if mode == "persistent" else "conn/s", "rps", "higher is better")
-        row("latency p50 ms", "lat_p50", "lower is better")
-        row("latency p99 ms", "lat_p99", "lower is better")
-        if mode == "churn":
-            row("login p50 ms", "conn_p50", "connect+login, lower is better")
-        unit = "req" if mode == "persistent" else "conn"
-        row(f"tokenpool CPU us/{unit}", "tokenpool_us_per_req", "", direct=False)
-        row(f"TDS server CPU us/{unit}", "tds_us_per_req", "the Python stand-in's cost")
-        row(f"node (tedious) CPU us/{unit}", "node_us_per_req", "the client's cost")
-    R = results.get("rss", {})
-    if R:
-        a, b = R.get("tokenpool", {}), R.get("tokenpool-plain", {})
-        rows.append(("tokenpool RSS baseline kB", a.get("baseline_kb"), b.get("baseline_kb"), None,
-                     None, None, "fresh process, after one login"))
-        sa = {s["clients"]: s for s in a.get("steps", [])}
-        sb = {s["clients"]: s for s in b.get("steps", [])}
-        for n in IDLE_STEPS:
-            rows.append((f"tokenpool RSS, {n:,} idle tedious clients kB", sa.get(n, {}).get("rss_kb"),
-                         sb.get(n, {}).get("rss_kb"), None, None, None, ""))
-            rows.append((f"RSS per idle client @{n:,} bytes", sa.get(n, {}).get("bytes_per_client"),
-                         sb.get(n, {}).get("bytes_per_client"), None, None, None,
-                         "TLS client vs plaintext client"))
-    return rows
-
-
-def print_table(rows, out=sys.stdout):
-    hdr = ("metric", "tokenpool", "tp-plain", "direct", "tp/direct", "plain/direct", "")
-    cells = [hdr] + [(m, fmt_num(a), fmt_num(b), fmt_num(d),
-                      fmt_num(r1, 2) if r1 is not None else "-",
-                      fmt_num(r2, 2) if r2 is not None else "-", note)
-                     for m, a, b, d, r1, r2, note in rows]
-    w = [max(len(c[i]) for c in cells) for i in range(len(hdr))]
-    for n, c in enumerate(cells):
-        print("  ".join([c[0].ljust(w[0])] + [c[i].rjust(w[i]) for i in range(1, 6)] + [c[6]]).rstrip(),
-              file=out)
-        if n == 0:
-            print("  ".join("-" * x for x in w[:6]), file=out)
-
-
-def print_cpu(results, out=sys.stdout):
-    S = results["summary"]
-    if not S:
-        return
-    print(f"\nCPU during the measured windows, cores of {os.cpu_count()} (median over reps): "
-          "tokenpool / TDS server / node / other processes", file=out)
-    for key, label, *_ in SCENARIOS:
-        if key not in S:
-            continue
-        parts = []
-        for t in TARGETS:
-            c = S[key]["targets"][t]["cores"]
-            parts.append(f"{t} {fmt_num(c['tokenpool_s'], 2)}/{fmt_num(c['tds_s'], 2)}/"
-                         f"{fmt_num(c['node_s'], 2)}/{fmt_num(c['other_s'], 2)}")
-        print(f"  {key:6s} " + "   ".join(parts), file=out)
-
 
 def load_summary(results):
     runs = [r for r in results["runs"] if "cpu" in r]
@@ -927,111 +712,5 @@ def load_summary(results):
             "discarded_noisy": len(results.get("discarded_runs", []))}
 
 
-def main():
-    t_start = time.monotonic()
-    bench = None
-    interrupted = []
-
-    def on_signal(signum, _frame):
-        if not interrupted:
-            interrupted.append(signum)
-            raise Interrupted(signal.Signals(signum).name)
-
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, on_signal)
-    rc = 0
-    try:
-        if os.geteuid() != 0:
-            raise BenchError("run as root (the rig needs it)")
-        tp_bin = os.environ.get("TOKENPOOL_BIN") or os.path.join(REPO, "build", "tokenpool")
-        if not os.access(tp_bin, os.X_OK):
-            raise BenchError("tokenpool binary not found: build it or set TOKENPOOL_BIN")
-        if not os.path.isdir(os.path.join(NODE_MODULES, "tedious")):
-            raise BenchError(f"tedious missing in {NODE_MODULES} (tests/deps.sh installs it)")
-        if not TARGETS:
-            raise BenchError(f"BENCH_TARGETS names none of {ALL_TARGETS}")
-        bench = Bench()
-        tedious_v = json.load(open(os.path.join(NODE_MODULES, "tedious", "package.json")))["version"]
-        bench.results["config"].update(
-            seconds=SECONDS, reps=REPS, warmup=WARMUP, pool_size=POOL_SIZE, pool_mode="transaction",
-            persistent=PERSISTENT, churn=CHURN, sql=SQL, targets=list(TARGETS), idle_steps=IDLE_STEPS,
-            client_procs=CLIENT_PROCS, nice=NICE, nproc=os.cpu_count(), quiet_max_s=QUIET_MAX,
-            quiet_cores=QUIET_CORES, max_other_cores=MAX_OTHER, retries=RETRIES,
-            tokenpool=subprocess.run([bench.tp_bin, "--version"], capture_output=True,
-                                     text=True).stdout.strip(),
-            node=subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip(),
-            tedious=tedious_v)
-        bench.start_rig()
-        bench.start_tds()
-        bench.start_tokenpool()
-        bench.smoke()
-        bench.benchmarks()
-        bench.rss_phase()
-    except Interrupted as e:
-        log(f"interrupted ({e}); stopping everything")
-        rc = 130
-    except Exception as e:  # noqa: BLE001
-        log(f"error: {type(e).__name__}: {e}")
-        traceback.print_exc()
-        if bench is not None and bench.tp_log:
-            log(f"tokenpool log tail ({bench.tp_log}):\n{tail(bench.tp_log)}")
-        rc = 1
-    finally:
-        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(s, signal.SIG_IGN)
-        if bench is not None:
-            try:
-                bench.cleanup()
-            except Exception as e:  # noqa: BLE001
-                log(f"cleanup: {type(e).__name__}: {e}")
-        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(s, signal.SIG_DFL)
-    if bench is None:
-        return rc or 1
-    res = bench.results
-    res["elapsed_s"] = round(time.monotonic() - t_start, 1)
-    res["failures"] = bench.failures
-    res["load"] = load_summary(res)
-    if rc == 0 and bench.failures:
-        rc = 1
-    rows = build_rows(res)
-    res["table"] = [dict(zip(("metric", "tokenpool", "tokenpool_plain", "direct", "tp_over_direct",
-                              "plain_over_direct", "note"), r)) for r in rows]
-    if rows:
-        c = res["config"]
-        print(f"\ntokenpool vs direct (TDS) -- {c['tokenpool']}, tedious {c['tedious']}, node {c['node']}; "
-              f"{c['nproc']} CPUs")
-        print(f"{SECONDS}s windows after {WARMUP}s warm-up; targets interleaved, {REPS} reps each, "
-              f"median shown; transaction pooling, pool size {POOL_SIZE}"
-              + (f"; nice {NICE} for tokenpool, the TDS server and node" if NICE else ""))
-        print("tokenpool = tedious encrypt:true (TLS to tokenpool, rig cert); tp-plain = tedious "
-              "encrypt:false (NOT_SUP, plaintext, client_tls allow);")
-        print("both: static user/password; upstream FEDAUTH token over verify-full TLS, pooled.")
-        print("direct = tedious to the TDS server with an IMDS token, TLS (rig CA): no pool.\n")
-        print_table(rows)
-        print_cpu(res)
-        L = res["load"]
-        if L:
-            print(f"\nload during the runs: loadavg(1m) {L['loadavg1_min']:.1f}-{L['loadavg1_max']:.1f} "
-                  f"(median {L['loadavg1_median']:.1f}); other processes used "
-                  f"{L['other_cores_min']:.2f}-{L['other_cores_max']:.2f} cores (median "
-                  f"{L['other_cores_median']:.2f}) during the windows; quiet (<= {QUIET_CORES} cores) "
-                  f"before {L['quiet_reached']} of {L['runs']} runs; {L['discarded_noisy']} noisier "
-                  f"attempts (> {MAX_OTHER} other cores) repeated and discarded")
-        for n in bench.notes:
-            print(f"\nnote: {n}")
-    if bench.failures:
-        print("\nFAILURES:")
-        for f in bench.failures:
-            print("  - " + f.replace("\n", "\n    "))
-    print(f"\ntotal runtime {res['elapsed_s']}s")
-    out = os.environ.get("BENCH_OUT")
-    if out:
-        with open(out, "w") as f:
-            json.dump(res, f, indent=2)
-        print(f"results: {out}")
-    return rc
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(benchlib.main(Bench))

@@ -15,27 +15,14 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../../.." && pwd)"
+. "$here/../lib.sh"
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "run.sh: needs root (the rig runs PostgreSQL as user postgres)" >&2
-    exit 1
-fi
-command -v node >/dev/null || { echo "run.sh: node missing (Node 20)" >&2; exit 1; }
+need_root "the rig runs PostgreSQL as user postgres"
+command -v node >/dev/null || die "node missing (Node 20)"
 [ -d "$repo/tests/integration/node_modules/tedious" ] \
-    || { echo "run.sh: tests/integration/node_modules/tedious missing (tests/deps.sh installs it)" >&2; exit 1; }
-[ -x /usr/bin/python3 ] || { echo "run.sh: /usr/bin/python3 missing" >&2; exit 1; }
+    || die "tests/integration/node_modules/tedious missing (tests/deps.sh installs it)"
+[ -x /usr/bin/python3 ] || die "/usr/bin/python3 missing"
 
-if [ -z "${TOKENPOOL_BIN:-}" ]; then
-    echo "[run.sh] building tokenpool (Release) in $repo/build" >&2
-    (cd "$repo" && cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null \
-        && cmake --build build -j2 --target tokenpool >/dev/null) \
-        || { echo "run.sh: build failed" >&2; exit 1; }
-    export TOKENPOOL_BIN="$repo/build/tokenpool"
-fi
+build_tokenpool
 
-# 1,000 idle clients need more than 1024 descriptors in tokenpool and node;
-# children inherit this (bench.py also sets soft = hard for them).
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-
-exec /usr/bin/python3 "$here/bench.py" "$@"
+exec_bench "$@"
