@@ -32,8 +32,7 @@ sys.path.insert(0, os.path.join(REPO, "tests", "rig"))
 import rig as rig_mod  # noqa: E402
 from rig import Rig, free_port as _free_port  # noqa: E402
 
-CLIENT_USER = "app"
-CLIENT_PASSWORD = "app-password"
+from helpers import CLIENT_PASSWORD, CLIENT_USER, pool_config  # noqa: E402  (re-exported)
 
 
 # ---------------------------------------------------------------- the rig
@@ -59,15 +58,22 @@ def rig():
         r.stop()
 
 
+def _rig_used(request):
+    """The rig, if the test used it and it started; else None."""
+    if "rig" not in request.fixturenames:
+        return None
+    try:
+        return request.getfixturevalue("rig")
+    except Exception:  # the rig did not start; that error is reported already
+        return None
+
+
 @pytest.fixture(autouse=True)
 def _rig_isolation(request):
     """Undo what a test may have changed on the shared rig, even if it failed."""
     yield
-    if "rig" not in request.fixturenames:
-        return
-    try:
-        r = request.getfixturevalue("rig")
-    except Exception:  # the rig did not start; that error is reported already
+    r = _rig_used(request)
+    if r is None:
         return
     r.idp_reset()
     if not r.postgres_running():
@@ -251,45 +257,15 @@ def pg_config(rig):
     for log/http/shutdown/identity, into the top level."""
 
     def build(**overrides):
-        cfg = {
-            "log": {"level": "debug", "format": "text"},
-            "http": {"listen": f"127.0.0.1:{_free_port()}"},
-            "shutdown": {"timeout": 2},
-            "identity": {"source": "imds", "imds_endpoint": rig.imds_endpoint},
-            "pools": [{
-                "name": rig.pg_database,
-                "protocol": "postgres",
-                "listen": f"127.0.0.1:{_free_port()}",
-                "server": {
-                    "host": rig.pg_host,
-                    "port": rig.pg_port,
-                    "database": rig.pg_database,
-                    "user": rig.identity("system")["db_user"],
-                    "auth": "token",
-                    "scope": rig.pg_scope,
-                    "tls": {"mode": "verify-full", "ca_file": rig.ca_file},
-                },
-                "clients": [{"user": CLIENT_USER, "password": CLIENT_PASSWORD}],
-                "pool": {"mode": "session", "size": 5, "connect_timeout": 5, "wait_timeout": 5},
-            }],
-        }
-        for key, value in overrides.items():
-            target = cfg if key in ("log", "http", "shutdown", "identity", "pools") else cfg["pools"][0]
-            if isinstance(value, dict) and isinstance(target.get(key), dict):
-                _merge(target[key], value)
-            else:
-                target[key] = value
-        return cfg
+        return pool_config(rig, _free_port, rig.pg_database, "postgres", {
+            "host": rig.pg_host,
+            "port": rig.pg_port,
+            "database": rig.pg_database,
+            "scope": rig.pg_scope,
+            "tls": {"mode": "verify-full", "ca_file": rig.ca_file},
+        }, overrides)
 
     return build
-
-
-def _merge(dst, src):
-    for k, v in src.items():
-        if isinstance(v, dict) and isinstance(dst.get(k), dict):
-            _merge(dst[k], v)
-        else:
-            dst[k] = v
 
 
 # ====================================================================== MySQL
@@ -307,11 +283,8 @@ def _merge(dst, src):
 def _mysql_rig_isolation(request):
     """Undo what a test may have done to the rig's MariaDB, even if it failed."""
     yield
-    if "rig" not in request.fixturenames:
-        return
-    try:
-        r = request.getfixturevalue("rig")
-    except Exception:  # the rig did not start; that error is reported already
+    r = _rig_used(request)
+    if r is None:
         return
     if not r.mysql_config_file:  # attached to a rig.json without MariaDB
         return
@@ -329,35 +302,13 @@ def mysql_config(rig):
     localhost). Overrides merge like pg_config's."""
 
     def build(**overrides):
-        cfg = {
-            "log": {"level": "debug", "format": "text"},
-            "http": {"listen": f"127.0.0.1:{_free_port()}"},
-            "shutdown": {"timeout": 2},
-            "identity": {"source": "imds", "imds_endpoint": rig.imds_endpoint},
-            "pools": [{
-                "name": rig.mysql_database,
-                "protocol": "mysql",
-                "listen": f"127.0.0.1:{_free_port()}",
-                "server": {
-                    "host": rig.mysql_host,
-                    "port": rig.mysql_port,
-                    "database": rig.mysql_database,
-                    "user": rig.identity("system")["db_user"],
-                    "auth": "token",
-                    "scope": rig.mysql_scope,
-                    "tls": {"mode": "verify-full", "ca_file": rig.ca_file, "server_name": "localhost"},
-                },
-                "clients": [{"user": CLIENT_USER, "password": CLIENT_PASSWORD}],
-                "pool": {"mode": "session", "size": 5, "connect_timeout": 5, "wait_timeout": 5},
-            }],
-        }
-        for key, value in overrides.items():
-            target = cfg if key in ("log", "http", "shutdown", "identity", "pools") else cfg["pools"][0]
-            if isinstance(value, dict) and isinstance(target.get(key), dict):
-                _merge(target[key], value)
-            else:
-                target[key] = value
-        return cfg
+        return pool_config(rig, _free_port, rig.mysql_database, "mysql", {
+            "host": rig.mysql_host,
+            "port": rig.mysql_port,
+            "database": rig.mysql_database,
+            "scope": rig.mysql_scope,
+            "tls": {"mode": "verify-full", "ca_file": rig.ca_file, "server_name": "localhost"},
+        }, overrides)
 
     return build
 

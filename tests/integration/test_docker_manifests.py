@@ -164,6 +164,16 @@ def container_port(container, port):
     raise AssertionError(f"container {container['name']} has no port named {port}")
 
 
+def _assert_probes(c, port):
+    """Liveness on /healthz, readiness and startup on /readyz, all on the
+    container's port `port`."""
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"),
+                        ("startupProbe", "/readyz")):
+        get = c[probe]["httpGet"]
+        assert get["path"] == path, probe
+        assert container_port(c, get["port"]) == port, f"{probe} probes another port"
+
+
 def resolve_rollout_value(value, replicas, round_up):
     if value is None:
         value = "25%"
@@ -473,11 +483,7 @@ def test_sidecar_is_native_and_probes_reach_the_http_listener(tokenpool_bin, tmp
     host, port = hostport(env["TOKENPOOL_HTTP_LISTEN"])
     assert host not in ("127.0.0.1", "localhost", "::1"), \
         "the kubelet probes the pod IP from the node: HTTP must not listen on loopback only"
-    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"),
-                        ("startupProbe", "/readyz")):
-        get = c[probe]["httpGet"]
-        assert get["path"] == path, probe
-        assert container_port(c, get["port"]) == port, f"{probe} probes another port"
+    _assert_probes(c, port)
 
 
 def test_sidecar_environment_makes_a_valid_zero_config_the_app_can_use(tokenpool_bin, tmp_path):
@@ -572,11 +578,7 @@ def test_pooler_service_and_probes_point_at_the_listeners(tokenpool_bin, tmp_pat
     assert target == pool_ports, f"Service targets {sorted(target)}, pools listen on {sorted(pool_ports)}"
     host, http_port = hostport(cfg["http"]["listen"])
     assert host not in ("127.0.0.1", "localhost", "::1")
-    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"),
-                        ("startupProbe", "/readyz")):
-        get = c[probe]["httpGet"]
-        assert get["path"] == path, probe
-        assert container_port(c, get["port"]) == http_port, f"{probe} probes another port"
+    _assert_probes(c, http_port)
 
 
 def test_pooler_connection_arithmetic_fits_the_stated_server_limit(tokenpool_bin, tmp_path):

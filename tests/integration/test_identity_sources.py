@@ -27,25 +27,15 @@ import os
 import re
 import time
 
-import psycopg2
 import pytest
 
+from helpers import pg_whoami as whoami, wait_until
 from test_pg_faults import LoginRefused, raw_login
 
 APP_SECRET_VAR = "TP_TEST_APP_SECRET"
 
 
 # ---------------------------------------------------------------- helpers
-
-def whoami(tp, **dsn):
-    conn = psycopg2.connect(tp.pg_dsn(**dsn))
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT current_user")
-            return cur.fetchone()[0]
-    finally:
-        conn.close()
-
 
 def login_error(tp, dbname=None, port=None):
     """The ErrorResponse a client gets at login (.sqlstate, .message); it
@@ -58,17 +48,6 @@ def login_error(tp, dbname=None, port=None):
 
 def entra_requests(rig):
     return [r for r in rig.idp_stats()["recent"] if r["endpoint"] == "entra"]
-
-
-def wait_until(cond, timeout, what, step=0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(step)
 
 
 def closed_port(free_port):
@@ -174,7 +153,7 @@ def test_workload_identity_token_file_rotated(rig, tokenpool, pg_config, tmp_pat
     rig.k8s_revoke(first["jti"])
     rotated = time.time()
     wait_until(lambda: any(r["assertion_jti"] == second["jti"] and r["status"] == 200
-                           for r in entra_requests(rig)), 12, "a token fetched with the new file")
+                           for r in entra_requests(rig)), 12, "a token fetched with the new file", step=0.1)
     later = [r for r in entra_requests(rig) if r["t"] > rotated + 0.5]
     # Every fetch after the swap presented the new file's token; none of
     # them (nor any other) got a token with the revoked one.

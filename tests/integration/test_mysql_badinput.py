@@ -8,15 +8,13 @@ and tokenpool keeps serving normal clients.
 
 import os
 import random
-import selectors
 import socket
 import struct
 import time
 
-import pymysql
 import pytest
 
-from conftest import CLIENT_PASSWORD, CLIENT_USER
+from helpers import assert_serving, garbage_round, growth_over_second_round, mysql_connect, recv_until_closed, rss_kb
 
 CAP_PROTOCOL_41 = 0x200
 CAP_SSL = 0x800
@@ -65,24 +63,7 @@ def recv_packet(sock):
 def read_until_closed(sock, timeout=5, limit=1 << 20):
     """Everything tokenpool sends until it closes. Fails if the connection
     is still open after `timeout`."""
-    sock.settimeout(timeout)
-    data = b""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            break
-        except socket.timeout:
-            pytest.fail(f"tokenpool neither answered nor closed within {timeout}s (got {data[:200]!r})")
-        if not chunk:
-            break
-        data += chunk
-        if len(data) > limit:
-            pytest.fail("tokenpool keeps sending")
-        if time.monotonic() > deadline:
-            pytest.fail(f"connection still open after {timeout}s")
-    return data
+    return recv_until_closed(sock, timeout, limit)[0]
 
 
 def assert_refused(sock, timeout=5):
@@ -102,30 +83,13 @@ def assert_refused(sock, timeout=5):
     return struct.unpack("<H", packets[-1][1:3])[0]
 
 
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 def login(tp, **kw):
-    return pymysql.connect(host="127.0.0.1", port=tp.listen[1], user=CLIENT_USER,
-                           password=CLIENT_PASSWORD, database=tp.config["pools"][0]["name"],
-                           connect_timeout=5, autocommit=True, **kw)
+    return mysql_connect(tp, connect_timeout=5, **kw)
 
 
 def assert_healthy(tp, rig):
     """tokenpool still runs and a normal client logs in and queries."""
-    assert tp.running, "tokenpool died:\n" + tp.output()[-4000:]
-    conn = login(tp)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT CURRENT_USER(), 1 + 1")
-            assert cur.fetchone() == (rig.identity("system")["db_user"] + "@%", 2)
-    finally:
-        conn.close()
+    assert_serving(tp, login, "SELECT CURRENT_USER(), 1 + 1", (rig.identity("system")["db_user"] + "@%", 2))
 
 
 @pytest.fixture
@@ -252,52 +216,20 @@ def test_client_leaving_mid_packet_does_not_poison_the_server(rig, tokenpool, my
 
 # ---------------------------------------------------------------- many at once
 
-def _garbage_round(tp, rnd):
-    """200 connections send garbage until tokenpool has hung up on each."""
-    socks = {}
-    for i in range(200):
-        s = socket.create_connection(tp.listen, timeout=5)
-        s.setblocking(False)
-        kind = i % 4
-        if kind == 1:  # a plausible login header, then garbage
-            s.send(packet(login_prefix(), 1)[:20])
-        elif kind == 2:  # TLS asked for, then garbage instead of a handshake
-            s.send(packet(login_prefix(CAP_PROTOCOL_41 | CAP_SECURE_CONN | CAP_SSL), 1))
-        elif kind == 3:  # a huge length
-            s.send(struct.pack("<I", rnd.randrange(MAX_LOGIN, 1 << 24))[:3] + b"\x01")
-        socks[s] = kind
-    sel = selectors.DefaultSelector()
-    for s in socks:
-        sel.register(s, selectors.EVENT_READ)
-    deadline = time.monotonic() + 15
-    rounds = 0
-    while socks and time.monotonic() < deadline:
-        rounds += 1
-        for s in list(socks):
-            garbage = rnd.randbytes(rnd.randrange(16, 2048))
-            try:
-                s.send(garbage)
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError:
-                sel.unregister(s)
-                del socks[s]
-                s.close()
-        for key, _ in sel.select(timeout=0.05):
-            s = key.fileobj
-            try:
-                while True:
-                    if not s.recv(65536):
-                        raise ConnectionResetError
-            except BlockingIOError:
-                continue
-            except OSError:
-                sel.unregister(s)
-                del socks[s]
-                s.close()
-    for s in socks:
-        s.close()
-    assert not socks, f"{len(socks)} garbage connections still open after 15 s ({rounds} rounds)"
+def _opening(i, rnd):
+    """Connection i of a garbage round: kind i % 4, what it sends first."""
+    kind = i % 4
+    if kind == 1:  # a plausible login header, then garbage
+        return kind, packet(login_prefix(), 1)[:20], True
+    if kind == 2:  # TLS asked for, then garbage instead of a handshake
+        return kind, packet(login_prefix(CAP_PROTOCOL_41 | CAP_SECURE_CONN | CAP_SSL), 1), True
+    if kind == 3:  # a huge length
+        return kind, struct.pack("<I", rnd.randrange(MAX_LOGIN, 1 << 24))[:3] + b"\x01", True
+    return kind, b"", True
+
+
+def _garbage(kind, rnd):
+    return rnd.randbytes(rnd.randrange(16, 2048))
 
 
 MAX_LOGIN = 256 * 1024 + 1
@@ -308,11 +240,7 @@ def test_200_connections_sending_garbage(tp, rig):
     round warms the allocator (and ASan's quarantine); growth is measured
     across the second, where a per-connection leak would show."""
     rnd = random.Random(99)
-    _garbage_round(tp, rnd)
-    assert_healthy(tp, rig)
-    rss0 = rss_kb(tp.pid)
-    _garbage_round(tp, rnd)
-    assert_healthy(tp, rig)
-    grown = rss_kb(tp.pid) - rss0
+    grown = growth_over_second_round(tp.pid, lambda: garbage_round(tp.listen, rnd, _opening, _garbage),
+                                     lambda: assert_healthy(tp, rig))
     # A leaked 64 KB block per connection would add 12.8 MB.
     assert grown < 12 * 1024, f"tokenpool's RSS grew by {grown} kB over the second round"

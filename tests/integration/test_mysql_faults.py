@@ -14,66 +14,24 @@ import os
 import re
 import socket
 import struct
-import threading
 import time
 
 import pymysql
 import pytest
 
-from conftest import CLIENT_PASSWORD, CLIENT_USER
+from helpers import (SessionClients, assert_clients_recovered, assert_no_leak, has_asan, mysql_connect,
+                     mysql_whoami, open_fds, rss_kb, wait_until)
 
 CONNECT_TIMEOUT = 3
 
 
 def connect(tp, **kw):
-    kw.setdefault("autocommit", True)
     kw.setdefault("connect_timeout", 10)
-    return pymysql.connect(host="127.0.0.1", port=tp.listen[1], user=CLIENT_USER,
-                           password=CLIENT_PASSWORD, database=tp.config["pools"][0]["name"], **kw)
+    return mysql_connect(tp, **kw)
 
 
 def whoami(tp):
-    conn = connect(tp)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT CURRENT_USER()")
-            return cur.fetchone()[0].split("@")[0]
-    finally:
-        conn.close()
-
-
-def wait_until(cond, timeout, what, step=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(step)
-
-
-def _has_asan(pid):
-    with open(f"/proc/{pid}/maps") as f:
-        return "libasan" in f.read()
-
-
-def _vmrss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
-def _fds(pid):
-    out = []
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
-        except OSError:
-            pass
-    return sorted(out)
+    return mysql_whoami(tp, connect_timeout=10)
 
 
 def _server_sessions(rig, user):
@@ -82,50 +40,16 @@ def _server_sessions(rig, user):
                                                f"WHERE USER = '{user}'")}
 
 
-class SessionClients:
-    """Clients that stay connected and run queries in a loop; on an error
-    they record it and reconnect. Per client: list of (time, error|None)."""
+def _session_query(conn):
+    with conn.cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM information_schema.COLLATIONS")
+        assert cur.fetchone()[0] > 0
 
-    def __init__(self, tp, n):
-        self.tp = tp
-        self.log = [[] for _ in range(n)]
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(n)]
 
-    def _run(self, i):
-        conn = None
-        while not self._stop.is_set():
-            t = time.monotonic()
-            try:
-                if conn is None:
-                    conn = connect(self.tp)
-                with conn.cursor() as cur:
-                    cur.execute("SELECT COUNT(*) FROM information_schema.COLLATIONS")
-                    assert cur.fetchone()[0] > 0
-                self.log[i].append((t, None))
-                time.sleep(0.01)
-            except pymysql.err.MySQLError as e:
-                self.log[i].append((t, repr(e)))
-                try:
-                    if conn is not None:
-                        conn.close()
-                except Exception:
-                    pass
-                conn = None
-                time.sleep(0.05)
-        if conn is not None:
-            conn.close()
-
-    def __enter__(self):
-        for th in self._threads:
-            th.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        for th in self._threads:
-            th.join(60)
-            assert not th.is_alive(), "a client thread is stuck"
+def session_clients(tp, n):
+    """n pymysql sessions running a query in a loop (SessionClients)."""
+    return SessionClients(n, lambda: connect(tp), _session_query, pymysql.err.MySQLError,
+                          lambda e, conn: repr(e))
 
 
 # ---------------------------------------------------------------- a raw client
@@ -172,15 +96,15 @@ def test_mariadb_restart_mid_run(rig, tokenpool, mysql_config):
     others = _server_sessions(rig, user)
     tp = tokenpool(mysql_config(pool={"mode": "session", "size": n + 1, "idle_timeout": 1,
                                       "connect_timeout": 5, "wait_timeout": 10}))
-    with SessionClients(tp, n) as warm:  # allocator pools grown before the baseline
+    with session_clients(tp, n) as warm:  # allocator pools grown before the baseline
         time.sleep(1.5)
     assert not [e for log in warm.log for _, e in log if e]
     _quiet(rig, user, others)
-    rss_before, fds_before = _vmrss_kib(tp.pid), _fds(tp.pid)
+    before = rss_kb(tp.pid), open_fds(tp.pid)
 
     idle_conn, idle = raw_session(tp)
     try:
-        with SessionClients(tp, n) as run:
+        with session_clients(tp, n) as run:
             time.sleep(1.5)
             t_down = time.monotonic()
             rig.restart_mysql("immediate")
@@ -203,23 +127,14 @@ def test_mariadb_restart_mid_run(rig, tokenpool, mysql_config):
         except Exception:
             pass
 
-    for i, log in enumerate(run.log):
-        errs = [(t, e) for t, e in log if e]
-        assert errs, f"client {i} saw no error across the restart"
-        late = [(t - t_up, e) for t, e in errs if t > t_up + 0.5]
-        assert not late, f"client {i} failed after MariaDB was back: {late[:3]}"
-        assert all(t >= t_down - 0.1 for t, _ in errs), f"client {i} failed before the restart: {errs[:3]}"
-        assert any(e is None and t > t_up for t, e in log), f"client {i} never recovered"
+    for errs in assert_clients_recovered(run.log, t_down, t_up, "MariaDB"):
         codes = {int(m.group(1)) for _, e in errs for m in [re.search(r"\((\d+),", e)] if m}
         assert codes <= {2013, 2006, 1927, 1053}, errs[:3]
 
     # Connection ids start again after a restart: any session now is one
     # of this tokenpool's.
     _quiet(rig, user, set())
-    rss_after, fds_after = _vmrss_kib(tp.pid), _fds(tp.pid)
-    assert len(fds_after) <= len(fds_before), f"file descriptors before {fds_before}\nafter {fds_after}"
-    bound = 2048 + (8192 if _has_asan(tp.pid) else 0)
-    assert rss_after - rss_before < bound, f"VmRSS grew from {rss_before} to {rss_after} KiB"
+    assert_no_leak(tp.pid, before, rss_bound=2048 + (8192 if has_asan(tp.pid) else 0))
     assert whoami(tp) == user
 
 

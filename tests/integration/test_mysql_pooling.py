@@ -20,14 +20,12 @@ Runtime: about 15 s.
 import json
 import os
 import subprocess
-import threading
-import time
-import traceback
 
 import pymysql
 import pytest
 
 from conftest import CLIENT_PASSWORD, CLIENT_USER
+from helpers import Sampler, describe, mysql_connect, run_all_connected, run_threads, server_logins
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NODE_MODULES = os.path.join(HERE, "node_modules")
@@ -39,10 +37,7 @@ POOL_SIZE = 5
 # ---------------------------------------------------------------- helpers
 
 def connect(tp, **kw):
-    kw.setdefault("autocommit", True)
-    return pymysql.connect(host="127.0.0.1", port=tp.listen[1], user=CLIENT_USER,
-                           password=CLIENT_PASSWORD, database=tp.config["pools"][0]["name"],
-                           connect_timeout=10, read_timeout=60, **kw)
+    return mysql_connect(tp, connect_timeout=10, read_timeout=60, **kw)
 
 
 def rows(conn, sql, args=None):
@@ -55,10 +50,6 @@ def one(conn, sql, args=None):
     return rows(conn, sql, args)[0][0]
 
 
-def server_logins(tp):
-    return tp.output().count("server login ok")
-
-
 def server_connections(rig, user):
     """Connection ids of the token user's sessions on MariaDB."""
     out = rig.mysql_admin("SELECT ID FROM information_schema.PROCESSLIST "
@@ -66,57 +57,11 @@ def server_connections(rig, user):
     return [int(r[0]) for r in out]
 
 
-class Sampler(threading.Thread):
+def session_sampler(rig, user):
     """Counts the token user's server sessions every 0.1 s until stopped,
     leaving out those that existed when it was made (other tests')."""
-
-    def __init__(self, rig, user):
-        super().__init__(daemon=True)
-        self.rig, self.user = rig, user
-        self.samples, self.error = [], None
-        self.halt = threading.Event()
-        self.before = set(server_connections(rig, user))
-
-    def run(self):
-        try:
-            while not self.halt.is_set():
-                now = set(server_connections(self.rig, self.user))
-                self.samples.append(len(now - self.before))
-                self.halt.wait(0.1)
-        except Exception as e:  # reported by the test
-            self.error = e
-
-    def stop(self):
-        self.halt.set()
-        self.join(30)
-        assert self.error is None, f"sampling the processlist failed: {self.error}"
-        return self.samples
-
-
-def run_threads(n, target, timeout=120):
-    """target(i) in n threads; {i: traceback} of those that failed."""
-    errors = {}
-
-    def wrap(i):
-        try:
-            target(i)
-        except BaseException:
-            errors[i] = traceback.format_exc()
-
-    threads = [threading.Thread(target=wrap, args=(i,), daemon=True) for i in range(n)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + timeout
-    for t in threads:
-        t.join(max(0.1, deadline - time.monotonic()))
-    hung = [i for i, t in enumerate(threads) if t.is_alive()]
-    assert not hung, f"{len(hung)} client threads still running after {timeout} s"
-    return errors
-
-
-def describe(errors, limit=3):
-    first = sorted(errors.items())[:limit]
-    return f"{len(errors)} clients failed; first: " + "\n".join(f"client {i}:\n{e}" for i, e in first)
+    before = set(server_connections(rig, user))
+    return Sampler(lambda: len(set(server_connections(rig, user)) - before), "the processlist")
 
 
 # ---------------------------------------------------------------- 200 clients, 5 servers
@@ -166,26 +111,12 @@ def test_transaction_mode_200_concurrent_clients_share_5_servers(rig, tokenpool,
     user = rig.identity("system")["db_user"]
     rig.mysql_admin("DROP TABLE IF EXISTS tp_txn; CREATE TABLE tp_txn (client INT, seq INT, "
                     "val INT, PRIMARY KEY (client, seq)) ENGINE=InnoDB", db=rig.mysql_database)
-    sampler = Sampler(rig, user)
+    sampler = session_sampler(rig, user)
     tp = tokenpool(mysql_config(pool={"mode": "transaction", "size": POOL_SIZE,
                                       "max_clients": N_CLIENTS + 50, "wait_timeout": 60}))
     sampler.start()
-    all_connected = threading.Barrier(N_CLIENTS)
-
-    def client(i):
-        try:
-            conn = connect(tp)
-        except BaseException:
-            all_connected.abort()
-            raise
-        try:
-            all_connected.wait(60)  # all 200 are connected at the same time
-            _client_workload(conn, i)
-        finally:
-            conn.close()
-
-    try:
-        errors = run_threads(N_CLIENTS, client)
+    try:  # all 200 are connected at the same time, then run their workload
+        errors = run_all_connected(N_CLIENTS, lambda: connect(tp), _client_workload)
     finally:
         samples = sampler.stop()
     try:

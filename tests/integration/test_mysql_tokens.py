@@ -18,13 +18,13 @@ Azure Database for MySQL), seen from MySQL clients and from the rig.
 Runtime: about 90 s (most of it waiting for short tokens to come due).
 """
 
-import threading
 import time
 
 import pymysql
 import pytest
 
-from conftest import CLIENT_PASSWORD, CLIENT_USER
+from helpers import (churn_pool, imds_stats, mysql_connect, mysql_login_loop, mysql_whoami, server_logins,
+                     wait_until)
 
 # The pool's connect_timeout in the tests that expect a refusal: the
 # refusal must come within it (+2 s slack).
@@ -34,10 +34,8 @@ CONNECT_TIMEOUT = 3
 # ---------------------------------------------------------------- helpers
 
 def connect(tp, **kw):
-    kw.setdefault("autocommit", True)
     kw.setdefault("connect_timeout", 20)
-    return pymysql.connect(host="127.0.0.1", port=tp.listen[1], user=CLIENT_USER,
-                           password=CLIENT_PASSWORD, database=tp.config["pools"][0]["name"], **kw)
+    return mysql_connect(tp, **kw)
 
 
 def rows(conn, sql, args=None):
@@ -47,11 +45,7 @@ def rows(conn, sql, args=None):
 
 
 def whoami(tp):
-    conn = connect(tp)
-    try:
-        return rows(conn, "SELECT CURRENT_USER()")[0][0].split("@")[0]
-    finally:
-        conn.close()
+    return mysql_whoami(tp, connect_timeout=20)
 
 
 def login_error(tp):
@@ -76,72 +70,6 @@ def pam_decisions(rig, user=None):
 
 def ssl_finished_accepts(rig):
     return int(rig.mysql_admin("SHOW GLOBAL STATUS LIKE 'Ssl_finished_accepts'")[0][1])
-
-
-def server_logins(tp):
-    return tp.output().count("server login ok")
-
-
-def imds_stats(rig):
-    st = rig.idp_stats()
-    return st["requests"]["imds"], st["issued"]["imds"], st
-
-
-def wait_until(cond, timeout, what, step=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(step)
-
-
-class LoginLoop:
-    """Threads that connect, run SELECT CURRENT_USER() and disconnect, over
-    and over, until stopped. Records successes, users seen and errors."""
-
-    def __init__(self, tp, threads):
-        self.tp = tp
-        self.ok = 0
-        self.users = set()
-        self.errors = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def _run(self):
-        while not self._stop.is_set():
-            try:
-                user = whoami(self.tp)
-                with self._lock:
-                    self.ok += 1
-                    self.users.add(user)
-            except pymysql.err.MySQLError as e:
-                with self._lock:
-                    self.errors.append((time.monotonic(), repr(e)))
-                time.sleep(0.05)
-
-    def __enter__(self):
-        for th in self._threads:
-            th.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        for th in self._threads:
-            th.join(60)
-            assert not th.is_alive(), "a client thread is stuck"
-
-
-def churn_pool(**extra):
-    """A server lives 1 s, so client logins keep needing server logins,
-    each one presenting the cached token to MariaDB."""
-    pool = {"mode": "session", "size": 4, "lifetime": 1, "idle_timeout": 1,
-            "connect_timeout": 10, "wait_timeout": 20}
-    pool.update(extra)
-    return pool
 
 
 # ---------------------------------------------------------------- TLS
@@ -218,7 +146,7 @@ def test_short_tokens_refreshed_under_login_churn(rig, tokenpool, mysql_config):
     pam0 = len(pam_decisions(rig, user))
     t_start = time.monotonic()
     tp = tokenpool(mysql_config(pool=churn_pool()))
-    with LoginLoop(tp, threads=3) as loop:
+    with mysql_login_loop(tp, threads=3) as loop:
         time.sleep(CHURN_SECONDS - (time.monotonic() - t_start))
     run = time.monotonic() - t_start
     requests, issued, st = imds_stats(rig)
@@ -266,7 +194,7 @@ def test_identity_faults_while_token_cached_cost_clients_nothing(rig, tokenpool,
     tp = tokenpool(mysql_config(pool=churn_pool()))
     wait_until(lambda: imds_stats(rig)[1] >= 1, 10, "the first token")
     assert whoami(tp) == user
-    with LoginLoop(tp, threads=2) as loop:
+    with mysql_login_loop(tp, threads=2) as loop:
         if kinds[0] == "hang":
             rig.idp_fault("hang", count=1)
             wait_until(lambda: imds_stats(rig)[2]["faults"].get("hang", 0) >= 1, lifetime,

@@ -17,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import CLIENT_PASSWORD, CLIENT_USER, _free_port
+from helpers import wait_until
 from test_pg_clients import client_env
 from test_tds_common import tsql, write_freetds_conf
 
@@ -78,19 +79,8 @@ def sample(samples, name, **labels):
     return samples[key]
 
 
-def wait_until(what, predicate, timeout=15, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not true within {timeout} s (last value {value!r})")
-        time.sleep(interval)
-
-
 def wait_ready(tp, timeout=15):
-    return wait_until("/readyz is 200", lambda: http(tp, "/readyz")[0] == 200, timeout)
+    return wait_until(lambda: http(tp, "/readyz")[0] == 200, timeout, "/readyz is 200")
 
 
 def pools_json(tp):
@@ -123,7 +113,7 @@ def test_healthz_and_readyz_follow_token_server_and_shutdown(rig, tokenpool, pg_
     200 then, 503 again from SIGTERM; /healthz is 200 throughout."""
     rig.idp_fault("500", count=3)
     tp = tokenpool(pg_config(shutdown={"timeout": 3}), wait_port=False)
-    wait_until("http endpoint up", lambda: _try(lambda: http(tp, "/healthz")))
+    wait_until(lambda: _try(lambda: http(tp, "/healthz")), 15, "http endpoint up")
     status, body = http(tp, "/readyz")
     assert status == 503, body
     reasons = json.loads(body)["reasons"]
@@ -139,7 +129,7 @@ def test_healthz_and_readyz_follow_token_server_and_shutdown(rig, tokenpool, pg_
         with conn.cursor() as cur:
             cur.execute("SELECT 1")
         tp.send_signal(signal.SIGTERM)
-        status, body = wait_until("/readyz turns 503", lambda: _not_ready(tp))
+        status, body = wait_until(lambda: _not_ready(tp), 15, "/readyz turns 503")
         assert "shutting down" in json.loads(body)["reasons"]
         assert http(tp, "/healthz")[0] == 200
     finally:
@@ -161,7 +151,7 @@ def _not_ready(tp):
 
 def test_readyz_names_an_unreachable_server(rig, tokenpool, pg_config, free_port):
     tp = tokenpool(pg_config(server={"port": free_port()}))
-    status, body = wait_until("/readyz says why", lambda: _failing(tp))
+    status, body = wait_until(lambda: _failing(tp), 15, "/readyz says why")
     assert status == 503
     assert any("server login failing" in r for r in json.loads(body)["reasons"]), body
 
@@ -199,7 +189,7 @@ def test_metrics_families_and_counters_move_under_pgbench(rig, tokenpool, pg_con
     with pytest.raises(psycopg2.OperationalError):
         psycopg2.connect(tp.pg_dsn(password="wrong"))
 
-    after, _ = wait_until("counters settle", lambda: _settled(tp, pool))
+    after, _ = wait_until(lambda: _settled(tp, pool), 15, "counters settle")
     d = lambda name, **lb: sample(after, name, **lb) - sample(before, name, **lb)  # noqa: E731
     assert d("tokenpool_transactions_total", pool=pool) >= 400
     assert d("tokenpool_queries_total", pool=pool) >= 400
@@ -330,7 +320,7 @@ def test_sighup_reload_under_load_resizes_and_adds_a_pool(rig, tokenpool, pg_con
     for t in threads:
         t.start()
     try:
-        wait_until("all clients ran a transaction", lambda: all(counts), timeout=30)
+        wait_until(lambda: all(counts), 30, "all clients ran a transaction")
         new_port = _free_port()
         second = json.loads(json.dumps(cfg["pools"][0]))
         second["name"] = "reports"
@@ -341,19 +331,19 @@ def test_sighup_reload_under_load_resizes_and_adds_a_pool(rig, tokenpool, pg_con
         before = list(counts)
         tp.send_signal(signal.SIGHUP)
         tp.wait_for_output("config reloaded")
-        wait_until("the new pool listens",
-                   lambda: _try(lambda: one(tp.pg_dsn(port=new_port, dbname="reports"),
-                                            "SELECT current_user")))
+        wait_until(lambda: _try(lambda: one(tp.pg_dsn(port=new_port, dbname="reports"),
+                                            "SELECT current_user")),
+                   15, "the new pool listens")
         assert one(tp.pg_dsn(port=new_port, dbname="reports"), "SELECT current_user") == \
             rig.identity("system")["db_user"]
         pools = pools_json(tp)
         assert pools[rig.pg_database]["size"] == 2 and "reports" in pools
-        wait_until("clients go on after the reload",
-                   lambda: all(c > b for c, b in zip(counts, before)), timeout=30)
+        wait_until(lambda: all(c > b for c, b in zip(counts, before)), 30,
+                   "clients go on after the reload")
         # the smaller size holds once the surplus servers come free
-        wait_until("servers shrink to the new size",
-                   lambda: sum(pools_json(tp)[rig.pg_database]["servers"][k]
-                               for k in ("idle", "active", "resetting")) <= 2, timeout=15)
+        wait_until(lambda: sum(pools_json(tp)[rig.pg_database]["servers"][k]
+                               for k in ("idle", "active", "resetting")) <= 2,
+                   15, "servers shrink to the new size")
     finally:
         stop.set()
         for t in threads:
@@ -428,8 +418,8 @@ def test_reload_of_server_settings_replaces_servers_as_they_come_free(rig, token
         assert one(tp.pg_dsn(), "SELECT pg_backend_pid()") != old_pid
     finally:
         held.close()
-    wait_until("the old server closes once free",
-               lambda: "server settings changed (reload)" in tp.output())
+    wait_until(lambda: "server settings changed (reload)" in tp.output(), 15,
+               "the old server closes once free")
 
 
 # ---------------------------------------------------------------- drain

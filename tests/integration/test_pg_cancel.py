@@ -17,35 +17,10 @@ import psycopg2
 import psycopg2.errors
 import pytest
 
+from helpers import one, pg_connect as connect, rows, wait_until
+
 CANCEL_BOUND = 2.0  # spec: 1 s; doubled for CI noise
 LONG_SLEEP = "SELECT pg_sleep(30)"
-
-
-def connect(tp, autocommit=True, **kw):
-    conn = psycopg2.connect(tp.pg_dsn(**kw))
-    conn.autocommit = autocommit
-    return conn
-
-
-def rows(conn, sql, args=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
-        return cur.fetchall() if cur.description else None
-
-
-def one(conn, sql, args=None):
-    return rows(conn, sql, args)[0][0]
-
-
-def wait_until(what, predicate, timeout=10, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not true within {timeout} s (last value {value!r})")
-        time.sleep(interval)
 
 
 def active_sleepers(rig):
@@ -73,7 +48,7 @@ def _no_sleepers_left(rig):
 
 
 def wait_running(rig, pid):
-    wait_until(f"backend {pid} to run {LONG_SLEEP!r}", lambda: pid in active_sleepers(rig))
+    wait_until(lambda: pid in active_sleepers(rig), 10, f"backend {pid} to run {LONG_SLEEP!r}")
 
 
 class Query(threading.Thread):
@@ -165,7 +140,7 @@ def test_cancel_reaches_only_the_query_it_targets(rig, tokenpool, pg_config):
     pids = [one(c, "SELECT pg_backend_pid()") for c in conns]
     assert len(set(pids)) == 3
     queries = [Query(c, LONG_SLEEP) for c in conns]
-    wait_until("all three sleeping", lambda: set(pids) <= active_sleepers(rig))
+    wait_until(lambda: set(pids) <= active_sleepers(rig), 10, "all three sleeping")
 
     assert_canceled(queries[1], cancel_and_time(conns[1], queries[1]))
     time.sleep(0.5)  # a misrouted cancel would have landed by now
@@ -190,7 +165,7 @@ def test_psql_ctrl_c_cancels_the_query(rig, tokenpool, pg_config, mode):
     proc = subprocess.Popen(["psql", "-X", "-c", "select pg_sleep(30)", tp.pg_dsn()],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        started = wait_until("psql's query to run", lambda: psql_sleepers(rig) - before)
+        started = wait_until(lambda: psql_sleepers(rig) - before, 10, "psql's query to run")
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
         try:
@@ -222,8 +197,9 @@ def test_cancel_for_an_idle_client_is_harmless(rig, tokenpool, pg_config, mode):
     if mode == "transaction":
         assert busy_pid == idle_pid  # the same server, now busy's
     query = Query(busy, "SELECT pg_sleep(1.5), 'finished'")
-    wait_until("busy's query to run", lambda: rig.psql_admin(
-        f"SELECT state FROM pg_stat_activity WHERE pid = {busy_pid};\n").strip() == "active")
+    wait_until(lambda: rig.psql_admin(
+        f"SELECT state FROM pg_stat_activity WHERE pid = {busy_pid};\n").strip() == "active",
+        10, "busy's query to run")
 
     idle.cancel()
     query.join(15)
@@ -243,8 +219,9 @@ def test_cancel_with_an_unknown_key_is_ignored(rig, tokenpool, pg_config):
     conn = connect(tp)
     pid = one(conn, "SELECT pg_backend_pid()")
     query = Query(conn, "SELECT pg_sleep(1.5), 'finished'")
-    wait_until("the query to run", lambda: rig.psql_admin(
-        f"SELECT state FROM pg_stat_activity WHERE pid = {pid};\n").strip() == "active")
+    wait_until(lambda: rig.psql_admin(
+        f"SELECT state FROM pg_stat_activity WHERE pid = {pid};\n").strip() == "active",
+        10, "the query to run")
     for key in (b"\x00" * 8, os.urandom(8), b"\xff" * 8):
         raw_cancel(tp, key)
     query.join(15)

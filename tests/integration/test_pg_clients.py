@@ -341,22 +341,23 @@ def test_verify_full_with_wrong_server_name_fails(rig, tokenpool, pg_config):
 
 # ---------------------------------------------------------------- client-side TLS
 
+def _assert_session(tp, sslmode, ssl_in_use, sql, expected):
+    """A libpq session with sslmode: TLS in use or not as told, and sql
+    answers `expected`."""
+    conn = psycopg2.connect(tp.pg_dsn(sslmode=sslmode))
+    try:
+        assert conn.info.ssl_in_use == ssl_in_use
+        assert query(conn, sql) == expected
+    finally:
+        conn.close()
+
+
 def test_client_tls_allow_accepts_ssl_and_plain(rig, tokenpool, pg_config):
     tp = tokenpool(pg_config())  # client_tls default: allow, self-signed
-    conn = psycopg2.connect(tp.pg_dsn(sslmode="require"))
-    try:
-        assert conn.info.ssl_in_use
-        assert query(conn, "SELECT current_user") == [(db_user(rig),)]
-    finally:
-        conn.close()
+    _assert_session(tp, "require", True, "SELECT current_user", [(db_user(rig),)])
     out = psql(tp, "SELECT 1", sslmode="require")
     assert out.returncode == 0 and out.stdout.strip() == "1", out.stderr
-    conn = psycopg2.connect(tp.pg_dsn(sslmode="disable"))
-    try:
-        assert not conn.info.ssl_in_use
-        assert query(conn, "SELECT 1") == [(1,)]
-    finally:
-        conn.close()
+    _assert_session(tp, "disable", False, "SELECT 1", [(1,)])
 
 
 def test_client_tls_require_refuses_plaintext(rig, tokenpool, pg_config):
@@ -368,12 +369,7 @@ def test_client_tls_require_refuses_plaintext(rig, tokenpool, pg_config):
     assert err.fields.get("S") == "FATAL" and re.search(r"SSL|TLS", err.message), err.fields
     # With TLS it works, with the raw client as with libpq.
     pg_login(tp.listen[1], CLIENT_USER, CLIENT_PASSWORD, rig.pg_database, tls=True).close()
-    conn = psycopg2.connect(tp.pg_dsn(sslmode="require"))
-    try:
-        assert conn.info.ssl_in_use
-        assert query(conn, "SELECT current_user") == [(db_user(rig),)]
-    finally:
-        conn.close()
+    _assert_session(tp, "require", True, "SELECT current_user", [(db_user(rig),)])
 
 
 def test_client_tls_disable_refuses_sslmode_require(rig, tokenpool, pg_config):

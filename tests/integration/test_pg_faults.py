@@ -21,9 +21,7 @@ Runtime: about 85 s (the hang case alone takes ~28 s: it waits out tokenpool's 1
 timeout for the identity endpoint).
 """
 
-import os
 import re
-import threading
 import time
 import uuid
 
@@ -31,6 +29,8 @@ import psycopg2
 import pytest
 
 from conftest import CLIENT_PASSWORD, CLIENT_USER
+from helpers import (SessionClients, assert_clients_recovered, assert_no_leak, churn_pool, has_asan,
+                     imds_stats, open_fds, pg_connect, pg_login_loop, pg_whoami as whoami, rss_kb, wait_until)
 from pgraw import LoginRefused, msg as _msg, pg_login, read_until_ready  # noqa: F401
 
 # The pool's connect_timeout (server login, token wait included) in the
@@ -62,101 +62,6 @@ def refused_session(tp, timeout=30):
     except LoginRefused as e:
         return e, time.monotonic() - t0
     pytest.fail("login and query succeeded; expected an error\n" + tp.output()[-4000:])
-
-
-# ---------------------------------------------------------------- helpers
-
-def whoami(tp, **dsn):
-    conn = psycopg2.connect(tp.pg_dsn(**dsn))
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT current_user")
-            return cur.fetchone()[0]
-    finally:
-        conn.close()
-
-
-def imds_stats(rig):
-    st = rig.idp_stats()
-    return st["requests"]["imds"], st["issued"]["imds"], st
-
-
-def wait_until(cond, timeout, what, step=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(step)
-
-
-class LoginLoop:
-    """Client threads that connect, run a query and disconnect, over and
-    over, until stopped. Records every attempt (start time, error or None)."""
-
-    def __init__(self, tp, threads=2, query="SELECT current_user"):
-        self.tp = tp
-        self.query = query
-        self.attempts = []
-        self.users = set()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def _run(self):
-        while not self._stop.is_set():
-            t = time.monotonic()
-            err = None
-            try:
-                conn = psycopg2.connect(self.tp.pg_dsn(connect_timeout=20))
-                try:
-                    with conn.cursor() as cur:
-                        cur.execute(self.query)
-                        user = cur.fetchone()[0]
-                finally:
-                    conn.close()
-            except psycopg2.Error as e:
-                err = str(e).strip()
-                user = None
-            with self._lock:
-                self.attempts.append((t, err))
-                if user:
-                    self.users.add(user)
-            if err:
-                time.sleep(0.05)
-
-    def __enter__(self):
-        for th in self._threads:
-            th.start()
-        return self
-
-    def stop(self):
-        self._stop.set()
-        for th in self._threads:
-            th.join(60)
-            assert not th.is_alive(), "a client thread is stuck"
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def errors(self):
-        with self._lock:
-            return [e for _, e in self.attempts if e]
-
-    def ok_count(self):
-        with self._lock:
-            return sum(1 for _, e in self.attempts if e is None)
-
-
-def churn_pool(**extra):
-    """Pool settings that make tokenpool log in upstream all the time: a
-    server lives 1 s, so client logins keep needing new server logins."""
-    pool = {"mode": "session", "size": 4, "lifetime": 1, "idle_timeout": 1,
-            "connect_timeout": 10, "wait_timeout": 20}
-    pool.update(extra)
-    return pool
 
 
 # ---------------------------------------------------------------- identity endpoint faults, token cached
@@ -207,16 +112,16 @@ def test_identity_fault_while_token_cached_costs_clients_nothing(rig, tokenpool,
         requests, issued, st = imds_stats(rig)
         return st["faults"].get(kind, 0) >= count and issued >= 2
 
-    with LoginLoop(tp, threads=2) as loop:
+    with pg_login_loop(tp, threads=2) as loop:
         # Bounded by the cached token's life.
         wait_until(faults_served_and_refreshed, lifetime,
                    f"{count} x {kind} served to refresh attempts and a refresh after them")
         time.sleep(1.5)  # keep logging in on the refreshed token
     requests, issued, st = imds_stats(rig)
-    errors = loop.errors()
+    errors = [e for _, e in loop.errors]
     assert not errors, f"{len(errors)} client errors during {kind} faults, first: {errors[:3]}\n" \
                        + _notable(tp.output())
-    assert loop.ok_count() >= 20
+    assert loop.ok >= 20
     assert loop.users == {rig.identity("system")["db_user"]}
     assert st["faults"] == {kind: count}, st
     assert tp.running
@@ -281,81 +186,26 @@ def test_identity_configuration_error_gives_08006_naming_it(rig, tokenpool, pg_c
 
 # ---------------------------------------------------------------- upstream faults
 
-def _has_asan(pid):
-    """Whether the process runs with AddressSanitizer's runtime."""
-    with open(f"/proc/{pid}/maps") as f:
-        return "libasan" in f.read()
-
-
-def _vmrss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
-def _fds(pid):
-    out = []
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
-        except OSError:
-            pass
-    return sorted(out)
-
-
 def _backends(rig, user):
     return int(rig.psql_admin(f"SELECT count(*) FROM pg_stat_activity WHERE usename = '{user}';\n").strip())
 
 
-class SessionClients:
-    """Clients that stay connected and run queries in a loop; on an error
-    they record it and reconnect. Per client: list of (time, error|None)."""
+def _session_query(conn):
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM generate_series(1, 1000)")
+        assert cur.fetchone()[0] == 1000
 
-    def __init__(self, tp, n):
-        self.tp = tp
-        self.log = [[] for _ in range(n)]
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(n)]
 
-    def _run(self, i):
-        conn = None
-        while not self._stop.is_set():
-            t = time.monotonic()
-            try:
-                if conn is None:
-                    conn = psycopg2.connect(self.tp.pg_dsn(connect_timeout=10))
-                    conn.autocommit = True
-                with conn.cursor() as cur:
-                    cur.execute("SELECT count(*) FROM generate_series(1, 1000)")
-                    assert cur.fetchone()[0] == 1000
-                self.log[i].append((t, None))
-                time.sleep(0.01)
-            except psycopg2.Error as e:
-                notices = " | ".join(n.strip() for n in (conn.notices if conn is not None else []))
-                self.log[i].append((t, (str(e).strip() or type(e).__name__)
-                                    + (f" [notices: {notices}]" if notices else "")))
-                try:
-                    if conn is not None:
-                        conn.close()
-                except psycopg2.Error:
-                    pass
-                conn = None
-                time.sleep(0.05)
-        if conn is not None:
-            conn.close()
+def _with_notices(e, conn):
+    """The error, and what PostgreSQL told the session before it."""
+    notices = " | ".join(n.strip() for n in (conn.notices if conn is not None else []))
+    return (str(e).strip() or type(e).__name__) + (f" [notices: {notices}]" if notices else "")
 
-    def __enter__(self):
-        for th in self._threads:
-            th.start()
-        return self
 
-    def __exit__(self, *exc):
-        self._stop.set()
-        for th in self._threads:
-            th.join(60)
-            assert not th.is_alive(), "a client thread is stuck"
+def session_clients(tp, n):
+    """n psycopg2 sessions running a query in a loop (SessionClients)."""
+    return SessionClients(n, lambda: pg_connect(tp, connect_timeout=10), _session_query, psycopg2.Error,
+                          _with_notices)
 
 
 def _quiet(rig, tp, user):
@@ -371,12 +221,12 @@ def test_postgres_restart_mid_run(rig, tokenpool, pg_config):
                                    "connect_timeout": 5, "wait_timeout": 10}))
     # Warm up with the same load, so allocator pools have grown before we
     # take the baseline.
-    with SessionClients(tp, n) as warm:
+    with session_clients(tp, n) as warm:
         time.sleep(2)
     assert all(any(e is None for _, e in log) for log in warm.log)
     assert not [e for log in warm.log for _, e in log if e]
     _quiet(rig, tp, user)
-    rss_before, fds_before = _vmrss_kib(tp.pid), _fds(tp.pid)
+    before = rss_kb(tp.pid), open_fds(tp.pid)
 
     # One more session, on the raw protocol, idle at the restart: what it
     # reads tells what a client is told (libpq through psycopg2 keeps only
@@ -384,7 +234,7 @@ def test_postgres_restart_mid_run(rig, tokenpool, pg_config):
     idle = raw_login(tp.listen[1], database=rig.pg_database)
     idle.sendall(_msg(b"Q", b"SELECT 1\0"))
     read_until_ready(idle)
-    with SessionClients(tp, n) as run:
+    with session_clients(tp, n) as run:
         time.sleep(1.5)
         t_down = time.monotonic()
         rig.restart_postgres()
@@ -400,23 +250,13 @@ def test_postgres_restart_mid_run(rig, tokenpool, pg_config):
     assert told.value.sqlstate in ("08006", "57P01"), told.value
     assert told.value.fields.get("S") == "FATAL" and told.value.message, told.value
 
-    for i, log in enumerate(run.log):
-        errs = [(t, e) for t, e in log if e]
-        # This client held a server in session mode: it died with PostgreSQL.
-        assert errs, f"client {i} saw no error across the restart"
-        late = [(t - t_up, e) for t, e in errs if t > t_up + 0.5]
-        assert not late, f"client {i} failed after PostgreSQL was back: {late[:3]}"
-        assert all(t >= t_down - 0.1 for t, _ in errs), f"client {i} failed before the restart: {errs[:3]}"
-        assert any(e is None and t > t_up for t, e in log), f"client {i} never recovered"
+    # Each client held a server in session mode: it died with PostgreSQL.
+    assert_clients_recovered(run.log, t_down, t_up, "PostgreSQL")
 
     _quiet(rig, tp, user)
-    rss_after, fds_after = _vmrss_kib(tp.pid), _fds(tp.pid)
-    assert len(fds_after) <= len(fds_before), \
-        f"file descriptors before {fds_before}\nafter {fds_after}"
     # Under AddressSanitizer freed memory sits in its quarantine
     # (tests/run.sh caps it at 4 MiB) before it can be reused.
-    bound = 2048 + (8192 if _has_asan(tp.pid) else 0)
-    assert rss_after - rss_before < bound, f"VmRSS grew from {rss_before} to {rss_after} KiB"
+    assert_no_leak(tp.pid, before, rss_bound=2048 + (8192 if has_asan(tp.pid) else 0))
     assert whoami(tp) == user
 
 

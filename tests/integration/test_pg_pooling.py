@@ -16,48 +16,18 @@ import socket
 import subprocess
 import threading
 import time
-import traceback
 
 import psycopg2
 import psycopg2.errors
 import pytest
 
+from helpers import (Sampler, describe, one, pg_connect as connect, rows, run_all_connected, run_threads,
+                     server_logins, wait_until)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 # ---------------------------------------------------------------- helpers
-
-def connect(tp, autocommit=True, **kw):
-    conn = psycopg2.connect(tp.pg_dsn(**kw))
-    conn.autocommit = autocommit
-    return conn
-
-
-def rows(conn, sql, args=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
-        return cur.fetchall() if cur.description else None
-
-
-def one(conn, sql, args=None):
-    return rows(conn, sql, args)[0][0]
-
-
-def server_logins(tp):
-    return tp.output().count("server login ok")
-
-
-def wait_until(what, predicate, timeout=10, interval=0.1):
-    """Poll predicate() until it returns a truthy value; fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not true within {timeout} s (last value {value!r})")
-        time.sleep(interval)
-
 
 class Backends:
     """Backends of the token user that started after this object was made:
@@ -81,55 +51,9 @@ class Backends:
         return pid in self.pids()
 
 
-class Sampler(threading.Thread):
+def backend_sampler(backends, interval=0.1):
     """Counts server backends every `interval` seconds until stopped."""
-
-    def __init__(self, backends, interval=0.1):
-        super().__init__(daemon=True)
-        self.backends, self.interval = backends, interval
-        self.samples = []
-        self.halt = threading.Event()
-        self.error = None
-
-    def run(self):
-        try:
-            while not self.halt.is_set():
-                self.samples.append(self.backends.count())
-                self.halt.wait(self.interval)
-        except Exception as e:  # reported by the test
-            self.error = e
-
-    def stop(self):
-        self.halt.set()
-        self.join(30)
-        assert self.error is None, f"sampling pg_stat_activity failed: {self.error}"
-        return self.samples
-
-
-def run_threads(n, target, timeout=120):
-    """Run target(i) in n threads; return {i: formatted exception} of failures."""
-    errors = {}
-
-    def wrap(i):
-        try:
-            target(i)
-        except BaseException:
-            errors[i] = traceback.format_exc()
-
-    threads = [threading.Thread(target=wrap, args=(i,), daemon=True) for i in range(n)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + timeout
-    for t in threads:
-        t.join(max(0.1, deadline - time.monotonic()))
-    hung = [i for i, t in enumerate(threads) if t.is_alive()]
-    assert not hung, f"{len(hung)} client threads still running after {timeout} s"
-    return errors
-
-
-def describe(errors, limit=3):
-    first = sorted(errors.items())[:limit]
-    return f"{len(errors)} clients failed; first: " + "\n".join(f"client {i}:\n{e}" for i, e in first)
+    return Sampler(backends.count, "pg_stat_activity", interval)
 
 
 def drop_socket(conn, close=True):
@@ -225,24 +149,10 @@ def test_transaction_mode_200_concurrent_clients_share_5_servers(rig, tokenpool,
     backends = Backends(rig)
     tp = tokenpool(transaction_pool(pg_config, size=POOL_SIZE, max_clients=N_CLIENTS + 50,
                                     wait_timeout=60))
-    sampler = Sampler(backends)
+    sampler = backend_sampler(backends)
     sampler.start()
-    all_connected = threading.Barrier(N_CLIENTS)
-
-    def client(i):
-        try:
-            conn = connect(tp)
-        except BaseException:
-            all_connected.abort()
-            raise
-        try:
-            all_connected.wait(60)  # all 200 are connected at the same time
-            _client_workload(conn, i)
-        finally:
-            conn.close()
-
-    try:
-        errors = run_threads(N_CLIENTS, client)
+    try:  # all 200 are connected at the same time, then run their workload
+        errors = run_all_connected(N_CLIENTS, lambda: connect(tp), _client_workload)
     finally:
         samples = sampler.stop()
     assert not errors, describe(errors)
@@ -539,7 +449,7 @@ def test_session_mode_client_gone_mid_query_does_not_hand_its_server_on(rig, tok
                                daemon=True)
     sleeper.start()
     try:
-        wait_until("pg_sleep(30) running", lambda: _active_query(rig, first_pid, "pg_sleep(30)"))
+        wait_until(lambda: _active_query(rig, first_pid, "pg_sleep(30)"), 10, "pg_sleep(30) running")
         drop_socket(first, close=False)
         second = connect(tp)
         try:
@@ -553,7 +463,7 @@ def test_session_mode_client_gone_mid_query_does_not_hand_its_server_on(rig, tok
         rig.psql_admin(f"SELECT pg_terminate_backend({first_pid});\n")
         sleeper.join(10)
         first.close()
-    wait_until("the abandoned backend to exit", lambda: first_pid not in backends.pids())
+    wait_until(lambda: first_pid not in backends.pids(), 10, "the abandoned backend to exit")
     assert admin_db(rig, "SELECT count(*) FROM tp_sess;\n").strip() == "0"
 
 
@@ -574,7 +484,7 @@ def _active_query(rig, pid, text):
 def test_pool_size_2_queues_6_clients_and_all_succeed(rig, tokenpool, pg_config):
     backends = Backends(rig)
     tp = tokenpool(session_pool(pg_config, size=2, wait_timeout=30))
-    sampler = Sampler(backends, interval=0.05)
+    sampler = backend_sampler(backends, interval=0.05)
     sampler.start()
     results = {}
 
@@ -662,13 +572,13 @@ def test_lifetime_replaces_server_connections(rig, tokenpool, pg_config):
     rows(conn, "SELECT pg_sleep(1.5)")
     assert one(conn, "SELECT pg_backend_pid()") == first_pid
     conn.close()
-    wait_until("the expired server to be closed", lambda: first_pid not in backends.pids())
+    wait_until(lambda: first_pid not in backends.pids(), 10, "the expired server to be closed")
     conn = connect(tp)
     second_pid = one(conn, "SELECT pg_backend_pid()")
     conn.close()
     assert second_pid != first_pid
     # Idle past its lifetime: the janitor closes it too.
-    wait_until("the idle expired server to be closed", lambda: second_pid not in backends.pids())
+    wait_until(lambda: second_pid not in backends.pids(), 10, "the idle expired server to be closed")
     conn = connect(tp)
     assert one(conn, "SELECT pg_backend_pid()") not in (first_pid, second_pid)
     conn.close()
@@ -684,7 +594,7 @@ def test_idle_timeout_closes_idle_servers(rig, tokenpool, pg_config):
     assert len(pids) == 3
     for c in conns:
         rows(c, "COMMIT")
-    wait_until("idle servers to close", lambda: backends.count() == 0)
+    wait_until(lambda: backends.count() == 0, 10, "idle servers to close")
     # The clients are still connected and get a fresh server on demand.
     assert one(conns[0], "SELECT pg_backend_pid()") not in pids
     for c in conns:
@@ -694,7 +604,7 @@ def test_idle_timeout_closes_idle_servers(rig, tokenpool, pg_config):
 def test_min_idle_opens_servers_without_clients(rig, tokenpool, pg_config):
     backends = Backends(rig)
     tp = tokenpool(transaction_pool(pg_config, size=5, min_idle=2))
-    wait_until("2 warm server connections", lambda: backends.count() == 2)
+    wait_until(lambda: backends.count() == 2, 10, "2 warm server connections")
     warm = set(backends.pids())
     conn = connect(tp)
     assert one(conn, "SELECT pg_backend_pid()") in warm, "a client did not get a warm server"
@@ -707,7 +617,7 @@ def test_min_idle_opens_servers_without_clients(rig, tokenpool, pg_config):
 
 def _terminate(rig, backends, pid):
     rig.psql_admin(f"SELECT pg_terminate_backend({pid}, 5000);\n")
-    wait_until(f"backend {pid} to exit", lambda: pid not in backends.pids())
+    wait_until(lambda: pid not in backends.pids(), 10, f"backend {pid} to exit")
 
 
 @pytest.mark.parametrize("mode", ["transaction", "session"])

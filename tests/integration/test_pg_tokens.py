@@ -23,29 +23,10 @@ import time
 import psycopg2
 import pytest
 
+from helpers import pg_login_loop, pg_whoami as whoami, wait_until
+
 
 # ---------------------------------------------------------------- helpers
-
-def whoami(tp, **dsn):
-    conn = psycopg2.connect(tp.pg_dsn(**dsn))
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT current_user")
-            return cur.fetchone()[0]
-    finally:
-        conn.close()
-
-
-def wait_until(cond, timeout, what, step=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(step)
-
 
 def pam_decisions(rig, user):
     return [e for e in rig.pam_log() if e.get("user") == user]
@@ -68,49 +49,6 @@ def established_to(port):
             if parts[1] == want and parts[3] == "01":
                 n += 1
     return n
-
-
-class LoginLoop:
-    """Threads that connect, run SELECT current_user and disconnect, over
-    and over, until stopped. Records successes, users seen and errors."""
-
-    def __init__(self, tp, threads):
-        self.tp = tp
-        self.ok = 0
-        self.users = set()
-        self.errors = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def _run(self):
-        while not self._stop.is_set():
-            try:
-                conn = psycopg2.connect(self.tp.pg_dsn(connect_timeout=20))
-                try:
-                    with conn.cursor() as cur:
-                        cur.execute("SELECT current_user")
-                        user = cur.fetchone()[0]
-                finally:
-                    conn.close()
-                with self._lock:
-                    self.ok += 1
-                    self.users.add(user)
-            except psycopg2.Error as e:
-                with self._lock:
-                    self.errors.append((time.monotonic(), str(e).strip()))
-                time.sleep(0.05)
-
-    def __enter__(self):
-        for th in self._threads:
-            th.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        for th in self._threads:
-            th.join(60)
-            assert not th.is_alive(), "a client thread is stuck"
 
 
 # ---------------------------------------------------------------- refresh under login churn
@@ -140,7 +78,7 @@ def test_short_tokens_refreshed_once_per_lifetime_not_per_login_60s(rig, tokenpo
     # server logins, each one presenting a token to PostgreSQL.
     tp = tokenpool(pg_config(pool={"mode": "session", "size": 4, "lifetime": 1, "idle_timeout": 1,
                                    "connect_timeout": 10, "wait_timeout": 20}))
-    with LoginLoop(tp, threads=3) as loop:
+    with pg_login_loop(tp, threads=3) as loop:
         time.sleep(CHURN_SECONDS - (time.monotonic() - t_start))
     run = time.monotonic() - t_start
     requests, st = token_requests(rig)

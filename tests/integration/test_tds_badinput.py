@@ -13,14 +13,13 @@ The server behind the pool is the rig's TDS server. Runtime: about 10 s.
 """
 
 import random
-import selectors
 import socket
 import ssl
-import time
 
 import pytest
 
-from test_tds_common import has_asan, rss_kb, sqlserver_config, tedious
+from helpers import garbage_round, growth_over_second_round, has_asan
+from test_tds_common import sqlserver_config, tedious
 
 import codec as c  # noqa: E402  (the rig's TDS codec; path set by test_tds_common)
 
@@ -106,49 +105,14 @@ def _opening(kind, i, rnd):
     return prelogin(c.ENCRYPT_ON) + c.packetize(c.PT_PRELOGIN, junk, 4096), False
 
 
-def _garbage_round(tp, rnd, n=200, timeout=15):
-    """n connections misbehave until tokenpool has hung up on each; fails
-    naming the kinds still open after `timeout` seconds."""
-    open_socks = {}
-    sel = selectors.DefaultSelector()
-    for i in range(n):
-        kind = KINDS[i % len(KINDS)]
-        s = socket.create_connection(tp.listen, timeout=5)
-        first, keep_sending = _opening(kind, i, rnd)
-        s.sendall(first)
-        s.setblocking(False)
-        open_socks[s] = (kind, keep_sending)
-        sel.register(s, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    while open_socks and time.monotonic() < deadline:
-        for s, (kind, keep_sending) in list(open_socks.items()):
-            if not keep_sending:
-                continue
-            try:
-                s.send(bytes([rnd.randrange(0, 256)]) + rnd.randbytes(rnd.randrange(16, 2048)))
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError:
-                sel.unregister(s)
-                del open_socks[s]
-                s.close()
-        for key, _ in sel.select(timeout=0.05):
-            s = key.fileobj
-            try:
-                while True:
-                    if not s.recv(65536):
-                        raise ConnectionResetError
-            except BlockingIOError:
-                continue
-            except OSError:
-                sel.unregister(s)
-                del open_socks[s]
-                s.close()
-    left = sorted({kind for kind, _ in open_socks.values()})
-    for s in open_socks:
-        s.close()
-    sel.close()
-    assert not open_socks, f"{len(open_socks)} garbage connections still open after {timeout} s: {left}"
+def _round_opening(i, rnd):
+    """Connection i of a garbage round: the kinds in turn."""
+    kind = KINDS[i % len(KINDS)]
+    return (kind,) + _opening(kind, i, rnd)
+
+
+def _garbage(kind, rnd):
+    return bytes([rnd.randrange(0, 256)]) + rnd.randbytes(rnd.randrange(16, 2048))
 
 
 def test_200_connections_sending_garbage(rig, tp):
@@ -156,12 +120,8 @@ def test_200_connections_sending_garbage(rig, tp):
     round warms the allocator (and ASan's quarantine); growth is measured
     across the second, where a per-connection leak would show."""
     rnd = random.Random(4242)
-    _garbage_round(tp, rnd)
-    healthy(rig, tp)
-    rss0 = rss_kb(tp.pid)
-    _garbage_round(tp, rnd)
-    healthy(rig, tp)
-    grown = rss_kb(tp.pid) - rss0
+    grown = growth_over_second_round(tp.pid, lambda: garbage_round(tp.listen, rnd, _round_opening, _garbage),
+                                     lambda: healthy(rig, tp))
     # A leaked 64 KB buffer per connection would add 12.8 MB.
     bound = 6 * 1024 + (6 * 1024 if has_asan(tp.pid) else 0)
     assert grown < bound, f"tokenpool's RSS grew by {grown} kB over the second round"

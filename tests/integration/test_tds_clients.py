@@ -13,7 +13,7 @@ import pymssql
 import pytest
 
 from test_tds_common import (CLIENT_PASSWORD, CLIENT_USER, mssql_connect, node, sqlserver_config,
-                             start_servers, stop_servers, tedious, tsql, write_freetds_conf)
+                             running_servers, tedious, tsql, write_freetds_conf)
 
 import codec  # noqa: E402  (the rig's TDS codec, for crafted input; path set by test_tds_common)
 from client import TdsClient, errors_of  # noqa: E402
@@ -25,16 +25,8 @@ def tds(rig, tmp_path_factory):
     pw_file = os.path.join(work, "sql-password")
     with open(pw_file, "w") as f:
         f.write("Sql-Passw0rd-for-the-rig\n")
-    srv = start_servers(rig, work, sql_user="legacy_sql", sql_password_file=pw_file)
-    old_conf = os.environ.get("FREETDSCONF")
-    try:
+    with running_servers(rig, work, sql_user="legacy_sql", sql_password_file=pw_file) as srv:
         yield srv
-    finally:
-        stop_servers(srv)
-        if old_conf is None:
-            os.environ.pop("FREETDSCONF", None)
-        else:
-            os.environ["FREETDSCONF"] = old_conf
 
 
 @pytest.fixture(autouse=True)

@@ -3,11 +3,11 @@ servers standing in for Azure SQL, a tokenpool config for a sqlserver pool
 in front of them, and the real clients (tedious through the rig's
 tedious_client.js, FreeTDS tsql, pymssql) pointed at tokenpool."""
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
-import time
 import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -18,10 +18,10 @@ if TDS_DIR not in sys.path:
 
 from server import TdsServerProcess  # noqa: E402  (the rig's TDS server)
 
+from helpers import CLIENT_PASSWORD, CLIENT_USER, pool_config  # noqa: E402  (CLIENT_* re-exported)
+
 NODE_MODULES = os.path.join(HERE, "node_modules")
 TEDIOUS_CLIENT = os.path.join(TDS_DIR, "tedious_client.js")
-CLIENT_USER = "app"
-CLIENT_PASSWORD = "app-password"
 DB_SCOPE = "https://database.windows.net/.default"
 
 
@@ -48,49 +48,34 @@ def stop_servers(srv):
     srv.target.stop()
 
 
-def merge(dst, src):
-    for k, v in src.items():
-        if isinstance(v, dict) and isinstance(dst.get(k), dict):
-            merge(dst[k], v)
+@contextlib.contextmanager
+def running_servers(rig, workdir, **kw):
+    """start_servers() for a module fixture: stopped on exit, and
+    FREETDSCONF (which the pymssql tests set) restored."""
+    srv = start_servers(rig, workdir, **kw)
+    old_conf = os.environ.get("FREETDSCONF")
+    try:
+        yield srv
+    finally:
+        stop_servers(srv)
+        if old_conf is None:
+            os.environ.pop("FREETDSCONF", None)
         else:
-            dst[k] = v
+            os.environ["FREETDSCONF"] = old_conf
 
 
 def sqlserver_config(rig, server_port, free_port, **overrides):
     """One sqlserver pool "orders" in front of the rig's TDS server: IMDS
     token, verify-full TLS against the rig CA, static client credentials,
     client TLS with the rig's localhost certificate."""
-    cfg = {
-        "log": {"level": "debug", "format": "text"},
-        "http": {"listen": f"127.0.0.1:{free_port()}"},
-        "shutdown": {"timeout": 2},
-        "identity": {"source": "imds", "imds_endpoint": rig.imds_endpoint},
-        "pools": [{
-            "name": "orders",
-            "protocol": "sqlserver",
-            "listen": f"127.0.0.1:{free_port()}",
-            "server": {
-                "host": "localhost",
-                "port": server_port,
-                "database": "orders",
-                "user": rig.identity("system")["db_user"],
-                "auth": "token",
-                "scope": DB_SCOPE,
-                "tls": {"mode": "verify-full", "ca_file": rig.ca_file},
-            },
-            "clients": [{"user": CLIENT_USER, "password": CLIENT_PASSWORD}],
-            "client_tls": {"mode": "allow", "cert_file": rig.server_cert_file,
-                           "key_file": rig.server_key_file},
-            "pool": {"mode": "session", "size": 5, "connect_timeout": 5, "wait_timeout": 5},
-        }],
-    }
-    for key, value in overrides.items():
-        target = cfg if key in ("log", "http", "shutdown", "identity", "pools") else cfg["pools"][0]
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
-            merge(target[key], value)
-        else:
-            target[key] = value
-    return cfg
+    return pool_config(rig, free_port, "orders", "sqlserver", {
+        "host": "localhost",
+        "port": server_port,
+        "database": "orders",
+        "scope": DB_SCOPE,
+        "tls": {"mode": "verify-full", "ca_file": rig.ca_file},
+    }, overrides, client_tls={"mode": "allow", "cert_file": rig.server_cert_file,
+                              "key_file": rig.server_key_file})
 
 
 def tedious(rig, port, steps=(), user=CLIENT_USER, password=CLIENT_PASSWORD, **cfg):
@@ -266,17 +251,6 @@ def errors_in(log):
     return [(t, e, d) for t, e, ok, d in log if not ok]
 
 
-def wait_until(cond, timeout, what, step=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(step)
-
-
 def metrics(tp):
     """tokenpool's /metrics as {(name, frozenset(labels)): value}."""
     import urllib.request
@@ -303,16 +277,3 @@ def metric(m, name, **labels):
     """Sum of the samples of name whose labels include the given ones."""
     want = set(labels.items())
     return sum(v for (n, ls), v in m.items() if n == name and want <= set(ls))
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
-def has_asan(pid):
-    with open(f"/proc/{pid}/maps") as f:
-        return "libasan" in f.read()

@@ -19,8 +19,9 @@ import time
 
 import pytest
 
+from helpers import wait_until
 from test_tds_common import (CLIENT_PASSWORD, CLIENT_USER, NODE_MODULES, TEDIOUS_CLIENT, sqlserver_config,
-                             tedious, wait_until)
+                             tedious)
 
 import codec  # noqa: E402  (the rig's TDS codec; path set by test_tds_common)
 from client import TdsClient  # noqa: E402

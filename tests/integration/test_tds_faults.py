@@ -21,8 +21,9 @@ import time
 
 import pytest
 
+from helpers import wait_until
 from test_tds_common import (CLIENT_PASSWORD, CLIENT_USER, ClientLoop, TdsServerProcess, errors_in, metric,
-                             metrics, sqlserver_config, tedious, wait_until)
+                             metrics, sqlserver_config, tedious)
 
 import codec  # noqa: E402  (the rig's TDS codec; path set by test_tds_common)
 from client import TdsClient  # noqa: E402

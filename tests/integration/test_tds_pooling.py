@@ -10,7 +10,7 @@ import os
 import pytest
 
 from test_tds_common import (CLIENT_PASSWORD, CLIENT_USER, mssql_connect, node, sqlserver_config,
-                             start_servers, stop_servers, tedious, write_freetds_conf)
+                             running_servers, tedious, write_freetds_conf)
 
 import codec  # noqa: E402  (the rig's TDS codec; path set by test_tds_common)
 from client import TdsClient, errors_of, rows_of  # noqa: E402
@@ -18,16 +18,8 @@ from client import TdsClient, errors_of, rows_of  # noqa: E402
 
 @pytest.fixture(scope="module")
 def tds(rig, tmp_path_factory):
-    srv = start_servers(rig, str(tmp_path_factory.mktemp("tds")), redirect=False)
-    old_conf = os.environ.get("FREETDSCONF")
-    try:
+    with running_servers(rig, str(tmp_path_factory.mktemp("tds")), redirect=False) as srv:
         yield srv
-    finally:
-        stop_servers(srv)
-        if old_conf is None:
-            os.environ.pop("FREETDSCONF", None)
-        else:
-            os.environ["FREETDSCONF"] = old_conf
 
 
 @pytest.fixture(autouse=True)
