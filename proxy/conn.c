@@ -528,7 +528,6 @@ static int submit(tp_conn_t *c, tp_buf_t *b)
 			return 0;
 		}
 		if (rc > 0) {
-			buf_grew(b);
 			memmove(b->data, b->data + rc, b->len - (size_t)rc);
 			b->len -= (size_t)rc;
 			ub = uv_buf_init((char *)b->data, (unsigned)b->len);
@@ -726,7 +725,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
  * bytes again: when reading starts again they are decrypted on the next
  * turn of the loop -- not at once, since reading is started from the
  * middle of other connections' processing. */
-static void tp_conn_kick(uv_idle_t *h)
+static void on_kick(uv_idle_t *h)
 {
 	tp_t *tp = h->data;
 
@@ -753,7 +752,7 @@ void tp_conn_start_read(tp_conn_t *c)
 	if (c->tls && !c->tls_wrapped && tp_tls_has_input(c->tls) &&
 	    tp_list_empty(&c->kick_node)) {
 		tp_list_append(&c->tp->kicks, &c->kick_node);
-		uv_idle_start(&c->tp->kick, tp_conn_kick);
+		uv_idle_start(&c->tp->kick, on_kick);
 	}
 }
 

@@ -41,9 +41,10 @@ static void find_user(tp_pool_t *pool, const char *user, tp_route_t *route)
 
 void tp_conn_route_user(tp_conn_t *c, const char *user, tp_route_t *route)
 {
-	memset(route, 0, sizeof(*route));
 	if (c->pool && user)
 		find_user(c->pool, user, route);
+	else
+		memset(route, 0, sizeof(*route));
 }
 
 void tp_conn_set_route(tp_conn_t *c, const tp_route_t *route)
