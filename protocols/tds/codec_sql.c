@@ -68,7 +68,9 @@ static bool is_word_char(int c)
 
 static void tok_put(tok_t *t, int c, bool lower)
 {
-	if (c >= 0x80 || c < 0x20)
+	/* Control characters (DEL too) never go into a replayed line: the
+	 * line list is printable text, one statement per line. */
+	if (c >= 0x7F || c < 0x20)
 		t->ascii = false;
 	if (lower && c >= 'A' && c <= 'Z')
 		c += 'a' - 'A';
