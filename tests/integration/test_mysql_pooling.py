@@ -5,11 +5,11 @@ front of the rig's MariaDB.
     commits, rolls back or fails as a whole, on one server from BEGIN to
     its end, and nobody sees another client's uncommitted rows.
   * A client holding a server-side prepared statement (node mysql2's
-    prepare/execute: COM_STMT_PREPARE / COM_STMT_EXECUTE) or a temporary
-    table keeps its server connection while other clients come and go on
+    prepare/execute: COM_STMT_PREPARE / COM_STMT_EXECUTE), a temporary
+    table, a named lock (GET_LOCK) or LOCK TABLES keeps its server connection while other clients come and go on
     the rest of the pool; when it leaves, that server is reset and handed
     on, and the next client finds none of its state (statement, temporary
-    table, user variable).
+    table, user variable, lock).
 
 Server connections are counted in MariaDB's processlist (user = the token
 user) and in tokenpool's "server login ok" lines.
@@ -237,7 +237,64 @@ class TemporaryHolder:
         assert exc.value.args[0] == 1146, exc.value.args  # table doesn't exist
 
 
-HOLDERS = {"prepared_statement": PreparedHolder, "temporary_table": TemporaryHolder}
+class NamedLockHolder:
+    """pymysql holding a named lock (GET_LOCK): it lives with the server
+    session, so another client on that session would own it too."""
+
+    def __init__(self, tp, rig, tmp_path):
+        self.conn = connect(tp)
+        assert one(self.conn, "SELECT GET_LOCK('tp_named', 0)") == 1
+        self.cid = one(self.conn, "SELECT CONNECTION_ID()")
+        self.rig = rig
+
+    def still_holds(self):
+        cid, mine = rows(self.conn, "SELECT CONNECTION_ID(), IS_USED_LOCK('tp_named') = CONNECTION_ID()")[0]
+        return cid, mine == 1
+
+    def leave(self):
+        self.conn.close()
+
+    kill = TemporaryHolder.kill
+
+    def state_gone(self, conn):
+        assert one(conn, "SELECT IS_USED_LOCK('tp_named')") is None
+        assert self.rig.mysql_admin("SELECT IS_FREE_LOCK('tp_named')") == [(1,)]
+
+
+class TableLockHolder:
+    """pymysql holding LOCK TABLES ... WRITE: while it lasts, its session may
+    touch no other table and nobody else may touch the locked one."""
+
+    def __init__(self, tp, rig, tmp_path):
+        rig.mysql_admin("DROP TABLE IF EXISTS tp_locked, tp_unlocked;"
+                        "CREATE TABLE tp_locked (x INT); INSERT INTO tp_locked VALUES (3);"
+                        "CREATE TABLE tp_unlocked (y INT); INSERT INTO tp_unlocked VALUES (4)",
+                        db=rig.mysql_database)
+        self.conn = connect(tp)
+        rows(self.conn, "LOCK TABLES tp_locked WRITE")
+        rows(self.conn, "INSERT INTO tp_locked VALUES (5)")
+        self.cid = one(self.conn, "SELECT CONNECTION_ID()")
+        self.rig = rig
+
+    def still_holds(self):
+        cid, n = rows(self.conn, "SELECT CONNECTION_ID(), (SELECT count(*) FROM tp_locked)")[0]
+        with pytest.raises(pymysql.err.OperationalError) as exc:
+            rows(self.conn, "SELECT y FROM tp_unlocked")
+        return cid, n == 2 and exc.value.args[0] == 1100  # table was not locked with LOCK TABLES
+
+    def leave(self):
+        self.conn.close()
+
+    kill = TemporaryHolder.kill
+
+    def state_gone(self, conn):
+        assert one(conn, "SELECT y FROM tp_unlocked") == 4  # no LOCK TABLES left on the session
+        self.rig.mysql_admin("SET SESSION lock_wait_timeout = 5; INSERT INTO tp_locked VALUES (6)",
+                             db=self.rig.mysql_database)  # the table lock is gone
+
+
+HOLDERS = {"prepared_statement": PreparedHolder, "temporary_table": TemporaryHolder,
+           "named_lock": NamedLockHolder, "table_lock": TableLockHolder}
 
 
 @pytest.mark.parametrize("kind", list(HOLDERS))
