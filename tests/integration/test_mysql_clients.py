@@ -305,6 +305,36 @@ def test_too_many_clients(tokenpool, mysql_config):
         first.close()
 
 
+def test_client_tls_with_the_configured_certificate(rig, tokenpool, mysql_config):
+    """client_tls cert_file/key_file: a client that verifies the server
+    (mariadb --ssl-verify-server-cert against the rig's CA, for the name
+    localhost) gets in; with the certificate generated at start it does not,
+    since no CA vouches for that one, while an unverifying client does."""
+    verify = ["--ssl-ca", rig.ca_file, "--ssl-verify-server-cert"]
+
+    def cli_localhost(tp, extra):
+        cmd = [MARIADB, "--no-defaults", "--protocol=TCP", "-h", "localhost", "-P", str(tp.listen[1]),
+               "-u", CLIENT_USER, "--batch", "--skip-column-names", "--connect-timeout=10", *extra,
+               "-e", "SELECT CURRENT_USER(); SHOW SESSION STATUS LIKE 'Ssl_version'",
+               tp.config["pools"][0]["name"]]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MYSQL")}
+        env["MYSQL_PWD"] = CLIENT_PASSWORD
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+
+    tp = tokenpool(mysql_config(client_tls={"mode": "require", "cert_file": rig.server_cert_file,
+                                            "key_file": rig.server_key_file}))
+    r = cli_localhost(tp, verify)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[0] == f"{token_user(rig)}@%"
+    assert "client logged in as app over TLS" in tp.output()
+
+    generated = tokenpool(mysql_config(client_tls={"mode": "require"}))
+    r = cli_localhost(generated, verify)
+    assert r.returncode != 0 and "ERROR 2026" in r.stderr, r.stdout + r.stderr  # SSL connection error
+    r = cli_localhost(generated, ["--ssl"])
+    assert r.returncode == 0, r.stderr
+
+
 def test_client_tls_required(tokenpool, mysql_config):
     tp = tokenpool(mysql_config(client_tls={"mode": "require"}))
     code, msg = login_error(tp)
