@@ -6,8 +6,10 @@
     and tokenpool neither crashes nor leaks descriptors or memory.
   * Stopped: a client gets a 2013 error saying the server cannot be
     reached, within connect_timeout; started again: service resumes.
+  * Idle pooled sessions ended by the server (KILL, wait_timeout) are not
+    handed to the next client, in session and transaction mode.
 
-Runtime: about 20 s.
+Runtime: about 30 s.
 """
 
 import os
@@ -163,4 +165,44 @@ def test_mariadb_stopped_then_started(rig, tokenpool, mysql_config):
     t0 = time.monotonic()
     assert whoami(tp) == user
     assert time.monotonic() - t0 < 5
+    assert tp.running
+
+
+# ---------------------------------------------------------------- idle server connections closed by the server
+
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+@pytest.mark.parametrize("how", ["killed", "wait_timeout"])
+def test_pooled_connection_closed_by_the_server_is_not_handed_out(rig, tokenpool, mysql_config, mode, how):
+    """MySQL closes an idle session on KILL, at wait_timeout or on failover;
+    the pooled connection it was must not be what the next client gets."""
+    user = rig.identity("system")["db_user"]
+    try:
+        if how == "wait_timeout":  # a session takes the global value when it starts
+            rig.mysql_admin("SET GLOBAL wait_timeout = 2")
+        tp = tokenpool(mysql_config(pool={"mode": mode, "size": 3}))
+        conns = [connect(tp) for _ in range(3)]  # three server connections, then idle in the pool
+        for c in conns:
+            with c.cursor() as cur:
+                cur.execute("BEGIN")  # holds its server in transaction mode too
+                cur.execute("SELECT 1")
+        for c in conns:
+            c.close()
+        before = wait_until(lambda: len(_server_sessions(rig, user)) == 3 and _server_sessions(rig, user),
+                            10, "three idle server sessions")
+        if how == "killed":
+            for cid in before:
+                rig.mysql_admin(f"KILL {cid}")
+        wait_until(lambda: not (_server_sessions(rig, user) & before), 10, "MariaDB to end them")
+    finally:
+        rig.mysql_admin("SET GLOBAL wait_timeout = DEFAULT")
+    # Each client, right away, runs its query on a live server session.
+    for _ in range(5):
+        conn = connect(tp)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT CURRENT_USER(), CONNECTION_ID()")
+                who, cid = cur.fetchone()
+            assert who == f"{user}@%" and cid not in before
+        finally:
+            conn.close()
     assert tp.running
