@@ -250,3 +250,15 @@ def test_no_token_gives_2013_naming_it_within_connect_timeout_then_recovers(rig,
     assert whoami(tp) == rig.identity("system")["db_user"]
     assert time.monotonic() - t0 < 5, "service did not resume within a few seconds"
     assert tp.running and tp.pid == pid
+
+
+def test_long_token_logs_in_through_tokenpool(rig, tokenpool, mysql_config):
+    """Tokens of identities in many groups grow past 6 KB (poolers and
+    tools with fixed password buffers broke on that): the whole token goes
+    through mysql_clear_password and MariaDB's PAM takes it."""
+    rig.idp_config(groups=120)
+    before = len(rig.pam_log())
+    tp = tokenpool(mysql_config())
+    assert mysql_whoami(tp, connect_timeout=10) == rig.identity("system")["db_user"]
+    allowed = [e for e in rig.pam_log()[before:] if e.get("result") == "allow"]
+    assert allowed and int(allowed[-1]["len"]) > 6000, rig.pam_log()[before:]

@@ -82,6 +82,19 @@ def test_tedious_with_and_without_tls(rig, tds, started):
     assert "0x0a" in login["features"]          # UTF8_SUPPORT asked for
 
 
+def test_long_token_logs_in(rig, tds, started):
+    """Tokens of identities in many groups grow past 6 KB: the LOGIN7 that
+    carries one spans several TDS packets, and the server takes it whole."""
+    rig.idp_config(groups=120)
+    tp, port = started()
+    out = tedious(rig, port, [{"batch": "SELECT SUSER_SNAME()"}])
+    assert out["connect"]["ok"], out
+    assert out["results"][0]["rows"] == [[rig.identity("system")["db_user"]]]
+    login = tds.target.last_login()
+    assert login["result"] == "ok" and login["auth"] == "token", login
+    assert login["token_chars"] > 6000, login["token_chars"]
+
+
 def test_tsql_with_and_without_tls(rig, tds, started):
     tp, port = started()
     who = rig.identity("system")["db_user"]
