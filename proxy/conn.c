@@ -444,7 +444,7 @@ void tp_conn_close(tp_conn_t *c, const char *reason)
 		if (c->pool)
 			tp_pool_client_gone(c->pool, c);
 	} else if (c->pool) {
-		tp_pool_server_gone(c->pool, c);
+		tp_pool_server_gone(c->pool, c, reason);
 	}
 	tp_conn_set_state(c, TP_CLOSING);
 	tp_conn_deadline_stop(c);

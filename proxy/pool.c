@@ -11,9 +11,12 @@
  * A server is reused only when nothing about it is in doubt: not broken,
  * no request in flight, outside a transaction. Anything else is closed.
  */
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <openssl/crypto.h>
 
 #include "proxy/tp.h"
@@ -127,6 +130,31 @@ static void on_retry_closed(uv_handle_t *h)
 	try_connect(s);
 }
 
+/* A server that vanishes without a FIN or RST (a failover, a dropped
+ * route, a blackholed address) must not hold its client for the ~15
+ * minutes TCP retransmits on its own: keepalive probes start after 60 s
+ * without traffic and repeat every 10 s, and data or probes left
+ * unacknowledged for TP_SERVER_USER_TIMEOUT_MS end the connection
+ * (ETIMEDOUT), which its client hears as a lost server. A healthy server's
+ * TCP acknowledges while a long query runs, so no slow query is cut. */
+#define TP_SERVER_USER_TIMEOUT_MS 30000
+
+static void server_socket_options(tp_conn_t *s)
+{
+	uv_os_fd_t fd;
+	int intvl = 10, cnt = 3, user_ms = TP_SERVER_USER_TIMEOUT_MS;
+
+	uv_tcp_nodelay(&s->tcp, 1);
+	uv_tcp_keepalive(&s->tcp, 1, 60);
+	if (uv_fileno((uv_handle_t *)&s->tcp, &fd) != 0)
+		return;
+	/* Best effort: a kernel without one of these keeps its default. */
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_ms,
+			 sizeof(user_ms));
+}
+
 static void on_connected(uv_connect_t *req, int status)
 {
 	tp_conn_t *s = req->data;
@@ -146,8 +174,7 @@ static void on_connected(uv_connect_t *req, int status)
 		tp_conn_close(s, tp_conn_reason(s, "failed"));
 		return;
 	}
-	uv_tcp_nodelay(&s->tcp, 1);
-	uv_tcp_keepalive(&s->tcp, 1, 60);
+	server_socket_options(s);
 	tp_conn_start_read(s);
 	tp_server_begin_login(s);
 }
@@ -709,7 +736,7 @@ void tp_pool_server_failed(tp_pool_t *pool, int err, const char *msg)
 	}
 }
 
-void tp_pool_server_gone(tp_pool_t *pool, tp_conn_t *s)
+void tp_pool_server_gone(tp_pool_t *pool, tp_conn_t *s, const char *reason)
 {
 	tp_conn_t *c = s->peer;
 	tp_conn_state_t was = s->state;
@@ -730,8 +757,10 @@ void tp_pool_server_gone(tp_pool_t *pool, tp_conn_t *s)
 	}
 	if (c) {
 		c->peer = NULL;
+		/* Why, as the close said it ("connection timed out", "peer
+		 * closed the connection"), unless a failure said more. */
 		snprintf(msg, sizeof(msg), "server connection lost: %s",
-			 tp_conn_reason(s, "closed"));
+			 tp_conn_reason(s, reason ? reason : "closed"));
 		tp_conn_error_close(c, TP_ECONNECT, msg);
 	}
 	tp_conn_set_state(s, TP_CLOSING); /* not counted from here on */

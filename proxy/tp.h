@@ -346,7 +346,8 @@ void tp_pool_server_ready(tp_pool_t *pool, tp_conn_t *server);
 void tp_pool_server_failed(tp_pool_t *pool, int err, const char *msg);
 /* A client left: unlink, count, free its place. */
 void tp_pool_client_gone(tp_pool_t *pool, tp_conn_t *client);
-void tp_pool_server_gone(tp_pool_t *pool, tp_conn_t *server);
+void tp_pool_server_gone(tp_pool_t *pool, tp_conn_t *server,
+			 const char *reason);
 /* Periodic: idle_timeout, lifetime, min_idle. */
 void tp_pool_janitor(tp_pool_t *pool);
 /* Asks for the pool's token ahead of the first client (logs the outcome). */

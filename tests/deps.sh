@@ -19,6 +19,7 @@ pkgs=(
 	postgresql postgresql-client pgbouncer libpam0g-dev
 	mariadb-server mariadb-client sysbench
 	freetds-bin
+	iptables
 	python3 python3-psycopg2 python3-pymysql python3-pymssql python3-pytest
 	python3-cryptography python3-prometheus-client python3-yaml
 )

@@ -8,14 +8,18 @@
     reached, within connect_timeout; started again: service resumes.
   * Idle pooled sessions ended by the server (KILL, wait_timeout) are not
     handed to the next client, in session and transaction mode.
+  * A server that goes silent (packets dropped, no FIN or RST: a failover
+    or a dead route) costs a client about 30 s and a clear error, not the
+    quarter of an hour TCP would retransmit for (timer_bound).
 
-Runtime: about 30 s.
+Runtime: about 65 s.
 """
 
 import os
 import re
 import socket
 import struct
+import subprocess
 import time
 
 import pymysql
@@ -205,4 +209,40 @@ def test_pooled_connection_closed_by_the_server_is_not_handed_out(rig, tokenpool
             assert who == f"{user}@%" and cid not in before
         finally:
             conn.close()
+    assert tp.running
+
+
+# ---------------------------------------------------------------- a server gone silent
+
+def _blackhole(port, on):
+    """Drop, on arrival, every TCP packet to or from `port` on this host:
+    the peer neither answers nor resets, as a vanished server."""
+    for rule in (["--dport", str(port)], ["--sport", str(port)]):
+        cmd = ["iptables", "-I" if on else "-D", "INPUT", "-p", "tcp", *rule, "-j", "DROP"]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 or not on, f"{cmd}: {r.stderr}"
+
+
+@pytest.mark.timer_bound
+def test_silent_server_costs_a_client_half_a_minute_not_a_quarter_hour(rig, tokenpool, mysql_config):
+    tp = tokenpool(mysql_config(pool={"mode": "session", "size": 2}))
+    conn = connect(tp, read_timeout=300)
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1")
+    _blackhole(rig.mysql_port, True)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(pymysql.err.OperationalError) as exc:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 2")  # unacknowledged from here on
+        took = time.monotonic() - t0
+    finally:
+        _blackhole(rig.mysql_port, False)
+        conn.close()
+    code, msg = exc.value.args[0], exc.value.args[1]
+    assert code == 2013, (code, msg)
+    assert 20 < took < 60, f"the client waited {took:.0f} s"
+    assert "server connection lost: connection timed out" in msg, msg
+    # The pool goes on with a fresh server.
+    assert whoami(tp) == rig.identity("system")["db_user"]
     assert tp.running
