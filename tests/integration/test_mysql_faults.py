@@ -17,6 +17,7 @@ Runtime: about 65 s.
 
 import os
 import re
+import shutil
 import socket
 import struct
 import subprocess
@@ -214,11 +215,14 @@ def test_pooled_connection_closed_by_the_server_is_not_handed_out(rig, tokenpool
 
 # ---------------------------------------------------------------- a server gone silent
 
+IPTABLES = shutil.which("iptables") or "/usr/sbin/iptables"  # tests/deps.sh installs it
+
+
 def _blackhole(port, on):
     """Drop, on arrival, every TCP packet to or from `port` on this host:
     the peer neither answers nor resets, as a vanished server."""
     for rule in (["--dport", str(port)], ["--sport", str(port)]):
-        cmd = ["iptables", "-I" if on else "-D", "INPUT", "-p", "tcp", *rule, "-j", "DROP"]
+        cmd = [IPTABLES, "-I" if on else "-D", "INPUT", "-p", "tcp", *rule, "-j", "DROP"]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
         assert r.returncode == 0 or not on, f"{cmd}: {r.stderr}"
 
