@@ -192,7 +192,7 @@ def test_pooled_connection_closed_by_the_server_is_not_handed_out(rig, tokenpool
                 cur.execute("SELECT 1")
         for c in conns:
             c.close()
-        before = wait_until(lambda: len(_server_sessions(rig, user)) == 3 and _server_sessions(rig, user),
+        before = wait_until(lambda: len(ids := _server_sessions(rig, user)) == 3 and ids,
                             10, "three idle server sessions")
         if how == "killed":
             for cid in before:

@@ -6,10 +6,11 @@ front of the rig's MariaDB.
     its end, and nobody sees another client's uncommitted rows.
   * A client holding a server-side prepared statement (node mysql2's
     prepare/execute: COM_STMT_PREPARE / COM_STMT_EXECUTE), a temporary
-    table, a named lock (GET_LOCK) or LOCK TABLES keeps its server connection while other clients come and go on
-    the rest of the pool; when it leaves, that server is reset and handed
-    on, and the next client finds none of its state (statement, temporary
-    table, user variable, lock).
+    table, a named lock (GET_LOCK) or LOCK TABLES keeps its server
+    connection while other clients come and go on the rest of the pool;
+    when it leaves, that server is reset and handed on, and the next
+    client finds none of its state (statement, temporary table, user
+    variable, lock).
 
 Server connections are counted in MariaDB's processlist (user = the token
 user) and in tokenpool's "server login ok" lines.

@@ -15,7 +15,7 @@ import threading
 import pymysql
 import pytest
 
-from helpers import CLIENT_PASSWORD, CLIENT_USER, wait_until
+from helpers import mysql_connect, one, rows, wait_until
 
 import mysql8
 
@@ -25,16 +25,9 @@ PW_ENV = "TP_TEST_UPSTREAM_PW"
 
 
 def connect(tp, tls=False):
+    """pymysql to tokenpool as the static client, with TLS (unverified) or not."""
     kw = {"ssl": {"check_hostname": False, "verify_mode": 0}, "ssl_verify_cert": False} if tls else {}
-    return pymysql.connect(host="127.0.0.1", port=tp.listen[1], user=CLIENT_USER,
-                           password=CLIENT_PASSWORD, database=tp.config["pools"][0]["name"],
-                           connect_timeout=10, autocommit=True, **kw)
-
-
-def one(conn, sql):
-    with conn.cursor() as cur:
-        cur.execute(sql)
-        return cur.fetchone()
+    return mysql_connect(tp, connect_timeout=10, **kw)
 
 
 def refused(tp):
@@ -60,10 +53,10 @@ def mysql8_server(rig):
         s.stop()
 
 
-def sha2_pool(mysql_config, server, password=SHA2_PASSWORD, tls=True, **pool):
+def sha2_pool(mysql_config, server, password=SHA2_PASSWORD, tls=True):
     srv = {"host": "127.0.0.1", "port": server.port, "auth": "password", "user": SHA2_USER,
            "password_env": PW_ENV}
-    cfg = mysql_config(server=srv, pool={"mode": "session", **pool})
+    cfg = mysql_config(server=srv, pool={"mode": "session"})
     if not tls:
         cfg["pools"][0]["server"]["tls"] = {"mode": "disable"}
     return cfg, {PW_ENV: password}
@@ -82,7 +75,7 @@ def two_sessions_at_once(tp):
     server login. Returns what CURRENT_USER() said to each."""
     a, b = connect(tp), connect(tp)
     try:
-        return [one(a, "SELECT CURRENT_USER()")[0], one(b, "SELECT CURRENT_USER()")[0]]
+        return [one(a, "SELECT CURRENT_USER()"), one(b, "SELECT CURRENT_USER()")]
     finally:
         a.close()
         b.close()
@@ -95,8 +88,8 @@ def test_mariadb_native_password_account(rig, tokenpool, mysql_config):
     for tls in (False, True):
         conn = connect(tp, tls=tls)
         try:
-            assert one(conn, "SELECT CURRENT_USER()")[0] == f"{rig.mysql_password_user}@%"
-            assert one(conn, "SHOW SESSION STATUS LIKE 'Ssl_cipher'")[1], "upstream session without TLS"
+            assert one(conn, "SELECT CURRENT_USER()") == f"{rig.mysql_password_user}@%"
+            assert rows(conn, "SHOW SESSION STATUS LIKE 'Ssl_cipher'")[0][1], "upstream session without TLS"
         finally:
             conn.close()
     assert rig.mysql_password not in tp.output()

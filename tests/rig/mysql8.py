@@ -113,32 +113,33 @@ class Conn:
         self.eof()
 
 
+def _cstr(p, pos):
+    """The NUL-terminated string at pos, and the position after its NUL."""
+    end = p.index(b"\0", pos)
+    return p[pos:end].decode(), end + 1
+
+
 def parse_login(p):
     """HandshakeResponse41 -> dict (caps, user, auth, database, plugin)."""
     caps = struct.unpack_from("<I", p, 0)[0]
-    pos = 32
-    end = p.index(b"\0", pos)
-    user = p[pos:end].decode()
-    pos = end + 1
-    if caps & CAP_PLUGIN_AUTH_LENENC:
-        n = p[pos]
-        assert n < 251, "long auth response"
-        pos += 1
-    else:
-        n = p[pos]
-        pos += 1
-    auth = p[pos:pos + n]
-    pos += n
-    database = ""
+    user, pos = _cstr(p, 32)
+    # One length byte either way: a length-encoded one under 251 (a
+    # scramble is 20 or 32 bytes) reads as the plain one.
+    n = p[pos]
+    assert n < 251, "long auth response"
+    auth = p[pos + 1:pos + 1 + n]
+    pos += 1 + n
+    database = plugin = ""
     if caps & CAP_CONNECT_WITH_DB and pos < len(p):
-        end = p.index(b"\0", pos)
-        database = p[pos:end].decode()
-        pos = end + 1
-    plugin = ""
+        database, pos = _cstr(p, pos)
     if caps & CAP_PLUGIN_AUTH and pos < len(p):
-        end = p.index(b"\0", pos)
-        plugin = p[pos:end].decode()
+        plugin, pos = _cstr(p, pos)
     return {"caps": caps, "user": user, "auth": auth, "database": database, "plugin": plugin}
+
+
+def _nonce():
+    """20 printable bytes, no NUL, as MySQL's scramble."""
+    return bytes(b % 94 + 33 for b in os.urandom(20))
 
 
 class Mysql8Server:
@@ -210,7 +211,7 @@ class Mysql8Server:
                 + bytes([21]) + b"\0" * 10 + nonce[8:] + b"\0" + plugin + b"\0")
 
     def _login(self, c):
-        nonce = bytes(b % 94 + 33 for b in os.urandom(20))  # printable, no NUL, as MySQL's
+        nonce = _nonce()
         self._greeting(c, nonce)
         p = c.read()
         tls = False
@@ -226,7 +227,7 @@ class Mysql8Server:
         if switched:
             # MySQL 8: the account's plugin is caching_sha2; switch with a
             # fresh nonce.
-            nonce = bytes(b % 94 + 33 for b in os.urandom(20))
+            nonce = _nonce()
             c.write(b"\xfe" + SHA2.encode() + b"\0" + nonce + b"\0")
             auth = c.read()
         try:
