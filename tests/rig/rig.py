@@ -692,7 +692,7 @@ class Rig:
         self._idp_proc = subprocess.Popen(
             [sys.executable, os.path.join(HERE, "idp.py"), "--port", "0", "--https-port", "0",
              "--tls-cert", os.path.join(tls, "server.crt"), "--tls-key", os.path.join(tls, "server.key"),
-             "--key-file", self.key_file, "--header-secret", self.header_secret,
+             "--key-file", self.key_file, f"--header-secret={self.header_secret}",  # it may start with "-"
              "--config", start_config, "--ready-file", ready, "--exit-with-parent"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         log.close()
